@@ -1,0 +1,126 @@
+"""``ucd train``, ``ucd evaluate`` and ``ucd registry``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def load_train_config(args: argparse.Namespace):
+    from ucd.config import build_config
+    from ucd.training import TrainConfig
+
+    overrides = list(args.set or [])
+    if args.data:
+        overrides.append(f"data={args.data}")
+    if getattr(args, "profiles", None):
+        overrides.append(f"profiles={args.profiles}")
+    cfg = build_config(TrainConfig, args.config, overrides)
+    if not cfg.data:
+        from ucd.errors import ConfigError
+
+        raise ConfigError("no dataset: pass --data <prepared folder> or set `data:` in the config")
+    return cfg
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ucd.pipelines.train import run_training
+
+    res = run_training(load_train_config(args))
+    print(
+        json.dumps(
+            {
+                "run_name": res.run_name,
+                "mlflow_run_id": res.run_id,
+                "model_dir": str(res.model_dir),
+                "model_version": res.model_version,
+                "best_epoch": res.best_epoch,
+                **res.test,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ucd.pipelines.evaluate import compare, evaluate_model, evaluate_most_popular, format_comparison
+    from ucd.seqdata import SequenceData
+
+    data = SequenceData.load(args.data)
+    if args.compare:
+        variants = {}
+        for spec in args.compare:
+            name, _, uris = spec.partition("=")
+            if not uris:
+                from ucd.errors import ConfigError
+
+                raise ConfigError(f"--compare {spec!r}: expected NAME=MODEL[,MODEL...]")
+            variants[name] = [
+                evaluate_model(u, data, args.split, args.exclude_seen, name=name) for u in uris.split(",")
+            ]
+        if args.most_popular:
+            variants["most-popular"] = [evaluate_most_popular(data, args.split, args.exclude_seen)]
+        report = compare(variants)
+        print(format_comparison(report))
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=2))
+        return 0
+    results = [evaluate_model(m, data, args.split, args.exclude_seen) for m in args.model or []]
+    if args.most_popular:
+        results.append(evaluate_most_popular(data, args.split, args.exclude_seen))
+    if not results:
+        from ucd.errors import ConfigError
+
+        raise ConfigError("nothing to evaluate: pass --model, --compare or --most-popular")
+    out = {r.name: r.metrics for r in results}
+    print(json.dumps({"split": args.split, "exclude_seen": args.exclude_seen, "results": out}, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from ucd.tracking import TrackingConfig, promote
+
+    cfg = TrackingConfig(uri=args.tracking_uri or "")
+    version = promote(cfg, args.name, args.version, args.alias, args.from_alias)
+    print(f"{args.name} version {version} is now @{args.alias}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a student (optionally distilled) with Ray Train")
+    p.add_argument("--config", help="YAML TrainConfig, e.g. configs/train/ml-100k-sasrec-distill.yaml")
+    p.add_argument("--data", help="prepared dataset folder (overrides `data:`)")
+    p.add_argument("--profiles", help="profile_embeddings.parquet or its folder (overrides `profiles:`)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. ray.num_workers=4")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="full-ranking evaluation and comparisons")
+    p.add_argument("--data", required=True, help="prepared dataset folder")
+    p.add_argument(
+        "--model", action="append", help="model folder or MLflow URI (models:/name@alias); repeatable"
+    )
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="NAME=MODEL[,MODEL...]",
+        help="variants (seeds comma-separated); the first is the baseline",
+    )
+    p.add_argument("--most-popular", action="store_true", help="add the most-popular reference")
+    p.add_argument("--split", default="test", choices=["valid", "test"])
+    p.add_argument("--exclude-seen", action="store_true", help="remove history items from the ranking")
+    p.add_argument("--out", help="write the report as JSON")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("registry", help="MLflow model registry")
+    rsub = p.add_subparsers(dest="registry_cmd", required=True)
+    q = rsub.add_parser("promote", help="point an alias (default production) at a model version")
+    q.add_argument("--name", default="ucd-student")
+    q.add_argument("--version", help="model version; or use --from-alias")
+    q.add_argument("--from-alias", help="promote whatever this alias points to (e.g. candidate)")
+    q.add_argument("--alias", default="production")
+    q.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or the local SQLite store")
+    q.set_defaults(func=_promote)

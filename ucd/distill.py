@@ -1,0 +1,272 @@
+"""Distilling LLM user profiles into a sequential recommender (pooling, projection, loss).
+
+The student's hidden states after block k are pooled over the valid (non-padding) positions
+and pulled towards the user's profile embedding; users without a profile contribute nothing.
+While ``epoch < epochs`` the total loss is ``alpha * beta * L_distill + (1 - alpha) * L_rec``
+(``beta = L_rec / L_distill``, detached, when ``balance`` is on), afterwards ``L_rec``.
+
+Why the defaults differ from the paper
+--------------------------------------
+Taken literally (MSE on mean-pooled states, a learnable Linear on the profile side, beta
+detached and unbounded, alpha = 0.4) this loss collapsed a student on ML-100K: the distill
+loss went to ~0 and the recommendation loss back to ln |items|. Two things combine:
+
+1. With beta detached, ``d(alpha * beta * L_d) = alpha * L_rec * d(log L_d)``: the weight on
+   the distill gradient grows without bound as L_d shrinks, so the student keeps being
+   pushed harder towards whatever makes L_d small.
+2. With both sides learnable, the cheapest way to make L_d small is the constant solution:
+   the projection maps every profile to one vector c (weights -> 0, bias -> c) and the
+   student makes every user's pooled state equal c, which erases the user information the
+   recommender needs.
+
+The defaults close both doors:
+
+* ``beta_max = 1``: beta is clamped, so the distill gradient is at most
+  ``alpha * beta_max * dL_d`` however small L_d gets. With the scale-free distances below
+  L_d is already O(1), so balancing only needs to shrink the distill term, never to amplify
+  it; a user who picks a raw MSE can raise the bound.
+* ``target_norm = "standardize"``: the projected profiles are standardised per dimension
+  over the profiled users of the batch; a constant target is impossible by construction
+  (zero mean, unit variance across users), so matching it needs user-specific pooled states.
+* ``distance = "cosine"``: bounded in [0, 2] and blind to scale, so the student is not asked
+  to change the magnitude of its residual stream, only its direction across users.
+* ``variance_weight = 1``: a VICReg hinge ``mean_d relu(1 - std_d(z))`` on the projected
+  profiles before normalisation. Standardisation is scale-free, so weight decay alone could
+  otherwise shrink the projection until its variance is noise; the hinge is positive for a
+  constant projection (it equals 1 there). It applies only with ``project="profile"``: a
+  fixed profile side cannot collapse.
+
+On the synthetic check in ``tests/test_distill.py`` (200 items, 2-block SASRec, 150 steps)
+the literal loss ends at rec loss ~3.9 against ~1.03 without distillation, its projected
+profiles shrinking to 7% of their initial variance; the defaults end at ~1.13. The same
+defaults with ``beta_max = 10`` lagged visibly more (measured while choosing the bound).
+
+``DistillConfig.paper()`` returns the literal configuration (``beta_max=None``,
+``target_norm="none"``, ``variance_weight=0``, MSE, mean pooling) to reproduce the collapse.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from ucd.errors import ConfigError
+
+PoolingName = Literal["mean", "exp", "attention", "last"]
+
+
+# --- pooling over valid positions -------------------------------------------------------
+
+
+def _weighted(hidden: Tensor, weights: Tensor) -> Tensor:
+    return torch.einsum("bl,blh->bh", weights, hidden)
+
+
+class MeanPool(nn.Module):
+    def forward(self, hidden: Tensor, valid: Tensor) -> Tensor:
+        w = valid.to(hidden.dtype)
+        return _weighted(hidden, w / w.sum(1, keepdim=True).clamp_min(1.0))
+
+
+class ExpPool(nn.Module):
+    """Weights ``exp(rate * t)``, t = 0, 1, ... over the valid positions, oldest first.
+
+    The shift by the row's largest t cancels in the normalisation and keeps exp finite for
+    long sequences.
+    """
+
+    def __init__(self, rate: float = 0.1) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, hidden: Tensor, valid: Tensor) -> Tensor:
+        v = valid.to(hidden.dtype)
+        t = v.cumsum(1) - 1.0
+        t_max = t.max(1, keepdim=True).values
+        w = torch.exp(self.rate * (t - t_max)) * v
+        return _weighted(hidden, w / w.sum(1, keepdim=True).clamp_min(1e-12))
+
+
+class AttentionPool(nn.Module):
+    """Softmax attention of one learned query over the valid positions."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(hidden) * hidden**-0.5)
+
+    def forward(self, hidden: Tensor, valid: Tensor) -> Tensor:
+        scores = hidden @ self.query / math.sqrt(hidden.shape[-1])
+        # A finite fill (not -inf) keeps all-padding rows NaN-free; they are zeroed below.
+        scores = scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
+        w = torch.softmax(scores, dim=1) * valid.to(hidden.dtype)
+        return _weighted(hidden, w)
+
+
+class LastPool(nn.Module):
+    """Hidden state at the last valid position (zeros for a row with none)."""
+
+    def forward(self, hidden: Tensor, valid: Tensor) -> Tensor:
+        cols = torch.arange(valid.shape[1], device=valid.device).expand_as(valid)
+        last = torch.where(valid, cols, -1).max(1).values
+        picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last.clamp_min(0)]
+        return picked * (last >= 0).to(hidden.dtype)[:, None]
+
+
+def build_pooling(name: str, hidden: int) -> nn.Module:
+    if name == "mean":
+        return MeanPool()
+    if name == "exp":
+        return ExpPool()
+    if name == "attention":
+        return AttentionPool(hidden)
+    if name == "last":
+        return LastPool()
+    raise ConfigError(f"unknown pooling {name!r}; choose mean, exp, attention or last")
+
+
+# --- configuration ---------------------------------------------------------------------
+
+
+class DistillConfig(BaseModel):
+    """Profile distillation settings; see the module docstring for the choice of defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    layer: int | None = Field(None, ge=1, description="block k, 1-based; None = last block")
+    pooling: PoolingName = "mean"
+    distance: Literal["mse", "rmse", "cosine", "infonce"] = "cosine"
+    alpha: float = Field(0.4, ge=0.0, le=1.0)
+    balance: bool = True
+    beta_max: float | None = Field(1.0, gt=0.0, description="None = unbounded (paper)")
+    epochs: int = Field(12, ge=0, description="E_distill: from this epoch on only L_rec")
+    project: Literal["profile", "student", "none"] = "profile"
+    target_norm: Literal["none", "l2", "standardize"] = "standardize"
+    variance_weight: float = Field(1.0, ge=0.0)
+    temperature: float = Field(0.1, gt=0.0)
+
+    @classmethod
+    def paper(cls, **overrides) -> DistillConfig:
+        """The paper's loss taken literally: known to collapse the student (kept to show it)."""
+        literal = {
+            "enabled": True,
+            "pooling": "mean",
+            "distance": "mse",
+            "alpha": 0.4,
+            "balance": True,
+            "beta_max": None,
+            "project": "profile",
+            "target_norm": "none",
+            "variance_weight": 0.0,
+        }
+        return cls(**{**literal, **overrides})
+
+    def block_index(self, n_blocks: int) -> int:
+        """0-based index into the per-block hidden states for a model with ``n_blocks``."""
+        k = n_blocks if self.layer is None else self.layer
+        if not 1 <= k <= n_blocks:
+            raise ConfigError(f"distill layer {k} is outside 1..{n_blocks}")
+        return k - 1
+
+
+# --- loss ----------------------------------------------------------------------------
+
+
+def _standardize(z: Tensor, eps: float = 1e-5) -> Tensor:
+    mean = z.mean(0, keepdim=True)
+    var = (z - mean).pow(2).mean(0, keepdim=True)
+    return (z - mean) / torch.sqrt(var + eps)
+
+
+def variance_hinge(z: Tensor, gamma: float = 1.0, eps: float = 1e-4) -> Tensor:
+    """VICReg variance term ``mean_d relu(gamma - std_d(z))`` over the rows of ``z``."""
+    if z.shape[0] < 2:
+        return z.sum() * 0.0
+    std = torch.sqrt(z.var(0) + eps)
+    return F.relu(gamma - std).mean()
+
+
+class DistillHead(nn.Module):
+    """Pooling + projection + distance; returns ``L_distill`` for one batch.
+
+    ``project="profile"`` maps the profile embedding to the student's width (the paper),
+    ``"student"`` maps the pooled state to the profile's width, ``"none"`` needs equal
+    widths. The "target" is the profile side; ``target_norm`` applies to it.
+    """
+
+    def __init__(self, cfg: DistillConfig, hidden: int, profile_dim: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.pool = build_pooling(cfg.pooling, hidden)
+        self.profile_proj: nn.Module = nn.Identity()
+        self.student_proj: nn.Module = nn.Identity()
+        if cfg.project == "profile":
+            self.profile_proj = nn.Linear(profile_dim, hidden)
+        elif cfg.project == "student":
+            self.student_proj = nn.Linear(hidden, profile_dim)
+        elif hidden != profile_dim:
+            raise ConfigError(
+                f"distill project='none' needs equal widths, got hidden={hidden}, profile_dim={profile_dim}"
+            )
+
+    def _zero(self, pooled: Tensor) -> Tensor:
+        # Connected to the student and to every head parameter so backward() and DDP work.
+        return pooled.sum() * 0.0 + sum(p.sum() * 0.0 for p in self.parameters())
+
+    def forward(
+        self, block_hidden: Tensor, valid_mask: Tensor, profile_emb: Tensor, has_profile: Tensor
+    ) -> Tensor:
+        pooled = self.pool(block_hidden, valid_mask)
+        has = has_profile.bool()
+        if int(has.sum()) == 0:
+            return self._zero(pooled)
+        student = self.student_proj(pooled[has])
+        target_raw = self.profile_proj(profile_emb[has].to(pooled.dtype))
+        target = self._normalize(target_raw)
+        loss = self._distance(student, target)
+        if self.cfg.variance_weight > 0 and self.cfg.project == "profile":
+            loss = loss + self.cfg.variance_weight * variance_hinge(target_raw)
+        return loss
+
+    def _normalize(self, z: Tensor) -> Tensor:
+        if self.cfg.target_norm == "l2":
+            return F.normalize(z, dim=-1)
+        if self.cfg.target_norm == "standardize":
+            return _standardize(z)
+        return z
+
+    def _distance(self, s: Tensor, t: Tensor) -> Tensor:
+        d = self.cfg.distance
+        if d == "mse":
+            return (s - t).pow(2).mean()
+        if d == "rmse":
+            # Clamped: sqrt has an infinite slope at 0.
+            return (s - t).pow(2).mean().clamp_min(1e-12).sqrt()
+        if d == "cosine":
+            return (1.0 - F.cosine_similarity(s, t, dim=-1, eps=1e-8)).mean()
+        logits = F.normalize(s, dim=-1) @ F.normalize(t, dim=-1).T / self.cfg.temperature
+        return F.cross_entropy(logits, torch.arange(s.shape[0], device=s.device))
+
+
+def distill_beta(l_rec: Tensor, l_distill: Tensor, cfg: DistillConfig) -> Tensor:
+    """The (detached) balancing weight; 0 when L_distill is 0, since it then adds nothing."""
+    if not cfg.balance:
+        return torch.ones((), device=l_rec.device, dtype=l_rec.dtype)
+    l_rec, l_d = l_rec.detach(), l_distill.detach()
+    beta = torch.where(l_d > 0, l_rec / l_d.clamp_min(1e-12), torch.zeros_like(l_rec))
+    if cfg.beta_max is not None:
+        beta = beta.clamp(max=cfg.beta_max)
+    return beta
+
+
+def combine_losses(l_rec: Tensor, l_distill: Tensor | None, cfg: DistillConfig, epoch: int) -> Tensor:
+    """``alpha * beta * L_d + (1 - alpha) * L_rec`` while ``epoch < cfg.epochs``, else L_rec."""
+    if not cfg.enabled or l_distill is None or epoch >= cfg.epochs:
+        return l_rec
+    beta = distill_beta(l_rec, l_distill, cfg)
+    return cfg.alpha * beta * l_distill + (1.0 - cfg.alpha) * l_rec

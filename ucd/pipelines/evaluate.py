@@ -1,0 +1,130 @@
+"""Offline evaluation: one model, reference recommenders, and comparisons across runs/seeds.
+
+Every report states whether seen (history) items were removed from the ranking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ucd.artifact import load_student, resolve_model
+from ucd.metrics import RankingEvaluator, compare_runs, paired_test
+from ucd.seqdata import SequenceData, SplitRows
+from ucd.training import evaluate
+
+
+@dataclass
+class EvalResult:
+    name: str
+    metrics: dict[str, float]
+    per_user: dict[str, np.ndarray]
+    user_ids: np.ndarray
+    exclude_seen: bool
+
+
+def _rows(data: SequenceData, split: str) -> SplitRows:
+    if split not in ("valid", "test"):
+        raise ValueError(f"split must be valid or test, got {split!r}")
+    return data.valid if split == "valid" else data.test
+
+
+def _result(name: str, ev: RankingEvaluator, rows: SplitRows, exclude_seen: bool) -> EvalResult:
+    per_user = {k: v.numpy() for k, v in ev.per_user().items()}
+    return EvalResult(name, ev.compute(), per_user, rows.user_ids, exclude_seen)
+
+
+def evaluate_model(
+    model: str | Path,
+    data: SequenceData,
+    split: str = "test",
+    exclude_seen: bool = False,
+    batch_size: int = 512,
+    name: str | None = None,
+) -> EvalResult:
+    loaded = load_student(resolve_model(str(model)))
+    if loaded.config.n_items != data.n_items:
+        raise ValueError(
+            f"model {model} scores {loaded.config.n_items} items but the dataset has {data.n_items}: "
+            "was it trained on another preparation of the data?"
+        )
+    rows = _rows(data, split)
+    ev = evaluate(loaded.model, rows, data.n_items, loaded.config.max_len, exclude_seen, batch_size)
+    return _result(name or str(model), ev, rows, exclude_seen)
+
+
+def evaluate_most_popular(data: SequenceData, split: str = "test", exclude_seen: bool = False) -> EvalResult:
+    """Items ranked by their count in the training rows, the same for every user."""
+    rows = _rows(data, split)
+    pop = torch.from_numpy(data.popularity().astype(np.float64))
+    ev = RankingEvaluator(data.n_items)
+    for start in range(0, len(rows), 1024):
+        hist = rows.histories[start : start + 1024]
+        scores = pop.expand(len(hist), -1).clone()
+        scores[:, 0] = float("-inf")
+        seen = [torch.from_numpy(np.asarray(h, dtype=np.int64)) for h in hist] if exclude_seen else None
+        ev.update(scores, torch.from_numpy(rows.targets[start : start + 1024]), seen)
+    return _result("most-popular", ev, rows, exclude_seen)
+
+
+def compare(variants: dict[str, list[EvalResult]], metric: str = "ndcg@10") -> dict:
+    """Mean ± std over seeds per variant, change vs the first variant, paired test over users.
+
+    For the paired test each user's metric is averaged over the variant's seeds first, so the
+    test compares the variants, not individual seeds.
+    """
+    names = list(variants)
+    base_name = names[0]
+    rows = compare_runs({n: [r.metrics for r in variants[n]] for n in names})
+
+    def per_user_mean(results: list[EvalResult]) -> tuple[np.ndarray, np.ndarray]:
+        users = results[0].user_ids
+        for r in results[1:]:
+            if not np.array_equal(r.user_ids, users):
+                raise ValueError("runs were evaluated on different users; cannot pair them")
+        return users, np.mean([r.per_user[metric] for r in results], axis=0)
+
+    _, base = per_user_mean(variants[base_name])
+    tests = {}
+    for n in names[1:]:
+        _, other = per_user_mean(variants[n])
+        tests[n] = paired_test(base, other)
+    seen = {r.exclude_seen for rs in variants.values() for r in rs}
+    return {
+        "baseline": base_name,
+        "metric_for_test": metric,
+        "rows": rows,
+        "paired_tests": tests,
+        "exclude_seen": sorted(seen),
+    }
+
+
+def format_comparison(
+    report: dict, metrics: tuple[str, ...] = ("ndcg@10", "recall@10", "mrr@10", "coverage@10")
+) -> str:
+    by = {}
+    for r in report["rows"]:
+        by.setdefault(r["run"], {})[r["metric"]] = r
+    header = (
+        "| variant | n | "
+        + " | ".join(metrics)
+        + f" | p ({report['metric_for_test']}, paired t / Wilcoxon) |"
+    )
+    lines = [header, "|" + "---|" * (len(metrics) + 3)]
+    for name, ms in by.items():
+        n = next(iter(ms.values()))["n"]
+        cells = [ms[m]["text"] if m in ms else "" for m in metrics]
+        t = report["paired_tests"].get(name)
+        p = "" if t is None else f"{t['p_value']:.3g} / {t['wilcoxon_p']:.3g}"
+        lines.append(f"| {name} | {n} | " + " | ".join(cells) + f" | {p} |")
+    seen = report["exclude_seen"]
+    note = "seen items removed from the ranking" if seen == [True] else "seen items kept in the ranking"
+    if len(seen) > 1:
+        note = "MIXED: some runs removed seen items, some did not"
+    lines.append(
+        f"\nFull ranking over the catalogue; {note}; mean ± std over seeds; change vs {report['baseline']}."
+    )
+    return "\n".join(lines)
