@@ -272,3 +272,22 @@ def test_negatives_that_hit_the_positive_are_ignored():
     assert SampledSoftmax(4)(model, h, x).item() == 0.0
     pos = model.score_items(h[x > 0], torch.ones(3, 1, dtype=torch.long))[:, 0]
     torch.testing.assert_close(BCEOneNegative()(model, h, x), F.softplus(-pos).mean())
+
+
+def test_trimming_shared_left_padding_changes_nothing():
+    """training.trim_padding drops all-padding columns; scores and losses must not move."""
+    from ucd.training import trim_padding
+
+    torch.manual_seed(0)
+    for kind in ("sasrec", "bert4rec"):
+        model = build_student(StudentConfig(kind=kind, n_items=30, max_len=12, hidden=16, n_heads=2, dropout=0.0))
+        model.eval()
+        x = torch.zeros(3, 12, dtype=torch.long)
+        x[0, -4:] = torch.tensor([3, 4, 5, 6])
+        x[1, -2:] = torch.tensor([7, 8])
+        x[2, -5:] = torch.tensor([1, 2, 3, 9, 10])
+        t = trim_padding(x)
+        assert t.shape == (3, 5) and torch.equal(t, x[:, -5:])
+        assert trim_padding(x, keep=1).shape == (3, 6)
+        with torch.no_grad():
+            assert torch.allclose(model.score_last(x), model.score_last(t), atol=1e-5)

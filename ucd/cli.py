@@ -9,11 +9,13 @@ import sys
 from ucd import __version__
 from ucd.errors import UcdError
 
-COMMANDS = ["data", "train"]
+COMMANDS = ["data", "profile", "train", "serve", "quickstart"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ucd", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="ucd", description="User-centric LLM distillation for sequential recommenders, on Ray."
+    )
     parser.add_argument("--version", action="version", version=f"ucd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:

@@ -1,0 +1,224 @@
+"""Quality benchmark: baselines vs distilled students, references and ablations, on real data.
+
+Driven by a YAML config (default benchmarks/quality.yaml). For each dataset x protocol x
+student it trains, with the same seeds: the baseline; the baseline with the distilled runs'
+epoch budget (no early stopping), so a gain from training longer is not taken for a
+distillation gain; a distilled student per profile source (LLM profiles made by `ucd profile`,
+and non-LLM template profiles); the ablations (distance, pooling, alpha, layer, coverage, the
+paper's literal loss). References use the same metric code: most-popular and profile-only
+(cosine between profile and item-text embeddings). Every finished run is cached in
+``<out>/runs/<key>.json``, so a rerun only trains what is missing.
+
+Writes ``<out>/quality.json``, ``<out>/quality.md`` and ``<out>/gains.png``;
+``benchmarks/render_readme.py`` puts the Markdown into README.md.
+
+    .venv/bin/python benchmarks/quality.py --config benchmarks/quality.yaml [--only ml-100k]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import yaml
+
+from ucd import schema
+from ucd.config import build_config, default_data_dir
+from ucd.data.prepare import prepare_named
+from ucd.pipelines.evaluate import EvalResult, compare, evaluate_most_popular, format_comparison
+from ucd.seqdata import ProfileTable, SequenceData
+from ucd.training import TrainConfig
+
+ABLATIONS: dict[str, list[str]] = {
+    "distance=mse": ["distill.distance=mse"],
+    "distance=infonce": ["distill.distance=infonce"],
+    "pooling=last": ["distill.pooling=last"],
+    "alpha=0.2": ["distill.alpha=0.2"],
+    "alpha=0.8": ["distill.alpha=0.8"],
+    "layer=1": ["distill.layer=1"],
+    "coverage=25%": ["profile_coverage=0.25"],
+    "coverage=50%": ["profile_coverage=0.5"],
+    # The paper's loss taken literally: unbounded beta, raw target, MSE (DESIGN.md §1 pitfall).
+    "paper-literal": [
+        "distill.distance=mse",
+        "distill.beta_max=null",
+        "distill.target_norm=none",
+        "distill.variance_weight=0",
+    ],
+}
+
+
+def _key(*parts: Any) -> str:
+    return schema.fingerprint(*parts)
+
+
+def template_embeddings(prepared: Path, out: Path) -> Path:
+    """Template profiles, embedded with the default embedder, as a profile_embeddings table."""
+    path = out / "profile_embeddings.parquet"
+    if path.exists():
+        return path
+    from ucd.embed.embedder import Embedder
+    from ucd.reference import template_profiles
+
+    texts = template_profiles(prepared)
+    users = sorted(texts)
+    vecs = Embedder("all-minilm-l6-v2").embed([texts[u] for u in users])
+    data = SequenceData.load(prepared)
+    table = pa.table(
+        {
+            "user_id": pa.array(users, pa.int32()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), vecs.shape[1]),
+            "model": pa.array(["template+all-minilm-l6-v2"] * len(users)),
+        }
+    )
+    meta = {"dataset": data.dataset, "data_fingerprint": data.fingerprint, "profile_source": "template"}
+    schema.write_table(table, path, "profile_embeddings", meta, schema=schema.profile_embeddings_schema(vecs.shape[1]))
+    return path
+
+
+def train_cached(cfg: TrainConfig, cache: Path, label: str) -> dict:
+    from ucd.pipelines.train import run_training, train_key
+
+    key = _key(train_key(cfg), cfg.epochs, cfg.patience)
+    path = cache / f"{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    t = time.perf_counter()
+    res = run_training(cfg.model_copy(update={"run_name": f"quality-{label}-s{cfg.seed}"}))
+    rec = {
+        "label": label,
+        "seed": cfg.seed,
+        "seconds": time.perf_counter() - t,
+        "best_epoch": res.best_epoch,
+        "epochs_run": len(res.history),
+        "test": res.test,
+        "per_user_ndcg@10": res.per_user["ndcg@10"].tolist(),
+        "curves": {k: [h[k] for h in res.history] for k in ("train_rec_loss", "train_distill_loss", "val_ndcg@10")},
+    }
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec))
+    return rec
+
+
+def _as_eval(name: str, rec: dict, users: np.ndarray) -> EvalResult:
+    metrics = {k.removeprefix("test_"): v for k, v in rec["test"].items()}
+    return EvalResult(name, metrics, {"ndcg@10": np.asarray(rec["per_user_ndcg@10"])}, users, False)
+
+
+def run_block(ds: dict, protocol: str, student: str, cfg_path: str, bench: dict, out: Path, log=print) -> dict:
+    prepared = prepare_named(ds["name"], out / "data" / f"{ds['name']}-{protocol}", protocol=protocol,
+                             data_dir=default_data_dir(), log=log)
+    data = SequenceData.load(prepared)
+    users = data.test.user_ids
+    cache = out / "runs"
+    common = [f"data={prepared}", "registry.enabled=false", *bench.get("train_overrides", [])]
+    variants: dict[str, list[EvalResult]] = {}
+    runs: dict[str, list[dict]] = {}
+
+    def add(name: str, overrides: list[str], seed: int) -> dict:
+        cfg = build_config(TrainConfig, cfg_path, [*common, f"seed={seed}", *overrides])
+        rec = train_cached(cfg, cache, f"{ds['name']}-{protocol}-{student}-{name}")
+        variants.setdefault(name, []).append(_as_eval(name, rec, users))
+        runs.setdefault(name, []).append(rec)
+        return rec
+
+    sources = {}
+    for src, path in ds.get("profiles", {}).items():
+        if path == "template":
+            sources[src] = str(template_embeddings(prepared, out / "profiles" / f"{ds['name']}-{protocol}-template"))
+        else:
+            p = Path(str(path).format(protocol=protocol))
+            if not (p / "profile_embeddings.parquet").exists() and not p.is_file():
+                log(f"[quality] skipping profile source {src}: {p} not found (run `ucd profile` first)")
+                continue
+            sources[src] = str(p)
+    primary = ds.get("primary_profiles", next(iter(sources), None))
+    distill_on = ["distill.enabled=true"]
+    for seed in ds["seeds"]:
+        add("baseline", ["distill.enabled=false"], seed)
+        for src, path in sources.items():
+            add(f"distilled[{src}]", [*distill_on, f"profiles={path}"], seed)
+        if primary in sources:
+            for name in ds.get("ablations", []):
+                add(f"{name} [{primary}]", [*distill_on, f"profiles={sources[primary]}", *ABLATIONS[name]], seed)
+    longest = max(r["epochs_run"] for n, rs in runs.items() if n != "baseline" for r in rs) if len(runs) > 1 else None
+    if longest:
+        for seed in ds["seeds"]:
+            add("baseline, same budget", ["distill.enabled=false", f"epochs={longest}", f"patience={longest}"], seed)
+
+    variants["most-popular"] = [evaluate_most_popular(data)]
+    if primary in sources:
+        from ucd.embed.embedder import Embedder
+        from ucd.reference import evaluate_profile_only, item_text_embeddings
+
+        table = ProfileTable.load(sources[primary], data.n_users)
+        items = item_text_embeddings(prepared, Embedder("all-minilm-l6-v2"))
+        if items.shape[1] == table.dim:
+            ev = evaluate_profile_only(data.test, table.vectors, table.has, items)
+            variants[f"profile-only[{primary}]"] = [EvalResult("profile-only", ev.compute(), {k: v.numpy() for k, v in ev.per_user().items()}, users, False)]
+    report = compare(variants)
+    report.update(dataset=ds["name"], protocol=protocol, student=student, config=cfg_path,
+                  runs={n: [{k: r[k] for k in ("seed", "seconds", "best_epoch", "epochs_run", "curves")} for r in rs]
+                        for n, rs in runs.items()})
+    return report
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="benchmarks/quality.yaml")
+    ap.add_argument("--only", nargs="*", help="dataset names to run")
+    args = ap.parse_args()
+    bench = yaml.safe_load(Path(args.config).read_text())
+    out = Path(bench.get("out", "benchmarks/results/quality"))
+    out.mkdir(parents=True, exist_ok=True)
+    blocks = []
+    for ds in bench["datasets"]:
+        if args.only and ds["name"] not in args.only:
+            continue
+        for protocol in ds["protocols"]:
+            for student, cfg_path in ds["students"].items():
+                print(f"\n### {ds['name']} / {protocol} / {student}")
+                report = run_block(ds, protocol, student, cfg_path, bench, out)
+                print(format_comparison(report))
+                blocks.append(report)
+    (out / "quality.json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "config": args.config,
+                                                  "blocks": blocks}, indent=2))
+    md = [f"_Generated by `benchmarks/quality.py --config {args.config}` on {time.strftime('%Y-%m-%d')}._\n"]
+    for b in blocks:
+        md.append(f"**{b['dataset']} / {b['protocol']} / {b['student']}** (`{b['config']}`)\n")
+        md.append(format_comparison(b) + "\n")
+    (out / "quality.md").write_text("\n".join(md))
+    _plot(blocks, out / "gains.png")
+    print(f"wrote {out}/quality.json, quality.md, gains.png")
+
+
+def _plot(blocks: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, gains = [], []
+    for b in blocks:
+        for r in b["rows"]:
+            if r["metric"] == "ndcg@10" and r["run"] != b["baseline"] and np.isfinite(r["rel_change"]):
+                labels.append(f"{b['dataset']}/{b['protocol']}/{b['student']}: {r['run']}")
+                gains.append(100 * r["rel_change"])
+    if not labels:
+        return
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(labels) + 1))
+    ax.barh(labels, gains, color=["tab:green" if g > 0 else "tab:red" for g in gains])
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("NDCG@10 change vs baseline (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Training throughput on Beauty: single-process loop vs Ray Train (1 and 2 CPU workers),
+baseline vs distilled. Prints a table and writes JSON.
+
+    .venv/bin/python benchmarks/train_throughput.py [--profiles out/profiles/beauty] [--epochs 2]
+
+Without ``--profiles`` the distilled runs use random unit vectors as profile embeddings: the
+vectors' content does not change the work done per step, so this measures the distillation
+overhead honestly, but says so in the output. All variants run in one invocation so their
+ratios are comparable on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from ucd import schema
+from ucd.config import default_data_dir
+from ucd.data.prepare import prepare_named
+from ucd.seqdata import ProfileTable, SequenceData
+from ucd.training import StudentWithHead, TrainConfig, make_optimizer, train_epoch
+
+MODEL = {"kind": "sasrec", "max_len": 50, "hidden": 64, "n_blocks": 2, "n_heads": 1, "dropout": 0.2}
+DISTILL = {"enabled": True, "layer": 2, "pooling": "mean", "distance": "cosine", "alpha": 0.4, "epochs": 1000}
+
+
+def random_profiles(folder: Path, data: SequenceData, dim: int = 384) -> Path:
+    rng = np.random.default_rng(0)
+    users = data.train_users.astype(np.int32)
+    vec = rng.standard_normal((len(users), dim)).astype(np.float32)
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    table = pa.table(
+        {
+            "user_id": pa.array(users, pa.int32()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vec.reshape(-1)), dim),
+            "model": pa.array(["random-unit-vectors"] * len(users)),
+        }
+    )
+    path = folder / "profile_embeddings.parquet"
+    schema.write_table(
+        table,
+        path,
+        "profile_embeddings",
+        {"dataset": data.dataset, "data_fingerprint": data.fingerprint},
+        schema=schema.profile_embeddings_schema(dim),
+    )
+    return path
+
+
+def single_process(cfg: TrainConfig, data: SequenceData, epochs: int) -> float:
+    torch.set_num_threads(2)
+    torch.manual_seed(cfg.seed)
+    profiles = (
+        ProfileTable.load(cfg.profiles, data.n_users, expected_fingerprint=data.fingerprint)
+        if cfg.distill.enabled
+        else None
+    )
+    core = StudentWithHead(cfg, profiles.dim if profiles else None)
+    opt = make_optimizer(core.parameters(), cfg.optim)
+    seq = data.train_tensor(cfg.model.max_len)
+    users = torch.from_numpy(data.train_users)
+    rates = []
+    for ep in range(epochs):
+        t = time.perf_counter()
+        train_epoch(core, core, opt, seq, users, profiles and profiles.vectors, profiles and profiles.has, cfg, ep)
+        rates.append(len(seq) / (time.perf_counter() - t))
+    return rates[-1]
+
+
+def ray_train(cfg: TrainConfig, workers: int, tmp: Path) -> float:
+    from ucd.pipelines.train import run_training
+
+    cfg = cfg.model_copy(
+        update={
+            "ray": cfg.ray.model_copy(
+                update={"num_workers": workers, "cpus_per_worker": 2 / workers, "storage_path": str(tmp / "ray")}
+            ),
+            "output": str(tmp / f"model-{workers}-{cfg.distill.enabled}"),
+            "run_name": f"throughput-{workers}-{cfg.distill.enabled}-{time.time_ns()}",
+        }
+    )
+    res = run_training(cfg, log=lambda *_: None)
+    return res.history[-1]["sequences_per_second"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", default="beauty")
+    ap.add_argument("--profiles", help="real profile_embeddings.parquet; default: random unit vectors")
+    ap.add_argument("--epochs", type=int, default=2, help="epochs per variant; the last one is timed")
+    ap.add_argument("--json", default="benchmarks/results/train_throughput.json")
+    args = ap.parse_args()
+
+    import ray
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        prepared = prepare_named(args.dataset, tmp / "data", data_dir=default_data_dir(), log=lambda *_: None)
+        data = SequenceData.load(prepared)
+        profiles = args.profiles or str(random_profiles(tmp, data))
+        base = TrainConfig.model_validate(
+            {
+                "data": str(prepared),
+                "profiles": profiles,
+                "model": MODEL,
+                "optim": {"batch_size": 128, "lr": 1e-3},
+                "epochs": args.epochs,
+                "tracking": {"enabled": False},
+                "registry": {"enabled": False},
+            }
+        )
+        distilled = base.model_copy(update={"distill": base.distill.model_validate(DISTILL)})
+        rows = []
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        for name, cfg in (("baseline", base), ("distilled", distilled)):
+            rows.append({"mode": "single process", "variant": name, "seq_per_s": single_process(cfg, data, args.epochs)})
+            for w in (1, 2):
+                rows.append({"mode": f"ray train, {w} worker(s)", "variant": name, "seq_per_s": ray_train(cfg, w, tmp)})
+        ray.shutdown()
+
+    by = {(r["mode"], r["variant"]): r["seq_per_s"] for r in rows}
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    print(f"dataset {args.dataset}: {len(data.train_users):,} training sequences, SASRec {MODEL}")
+    print("profiles:", args.profiles or "random unit vectors (speed only)")
+    print(f"{'mode':26s} {'baseline seq/s':>15s} {'distilled seq/s':>16s} {'overhead':>9s} {'vs single':>10s}")
+    single = by[("single process", "baseline")]
+    summary = []
+    for m in modes:
+        b, dd = by[(m, "baseline")], by[(m, "distilled")]
+        overhead = b / dd - 1
+        summary.append({"mode": m, "baseline": b, "distilled": dd, "distill_overhead": overhead, "baseline_vs_single": b / single})
+        print(f"{m:26s} {b:15.0f} {dd:16.0f} {overhead:9.1%} {b / single:10.2f}")
+    out = {"benchmark": "train_throughput", "dataset": args.dataset, "model": MODEL, "distill": DISTILL,
+           "profiles": args.profiles or "random-unit-vectors", "rows": summary}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

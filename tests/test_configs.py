@@ -1,0 +1,60 @@
+"""Shipped configs parse, and cluster.yaml passes Ray's own cluster-config schema."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ucd.config import build_config
+from ucd.errors import ConfigError
+from ucd.training import TrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "train").glob("*.yaml")), ids=lambda p: p.name)
+def test_train_configs_validate(path):
+    cfg = build_config(TrainConfig, path)
+    if "distill" in path.name:
+        assert cfg.distill.enabled
+        cfg.distill.block_index(cfg.model.n_blocks)  # k within the student's blocks
+    else:
+        assert not cfg.distill.enabled
+
+
+def test_unknown_key_names_its_path(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {hiden: 64}\n")
+    with pytest.raises(ConfigError, match=r"model\.hiden"):
+        build_config(TrainConfig, bad)
+    with pytest.raises(ConfigError, match="must look like key.sub=value"):
+        build_config(TrainConfig, None, ["epochs"])
+
+
+def test_cluster_yaml_against_ray_schema():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    cfg = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    validate_config(prepare_config(copy.deepcopy(cfg)))
+    nodes = cfg["available_node_types"]
+    assert nodes[cfg["head_node_type"]]["resources"] == {"CPU": 0}  # the head takes no work
+    gpu = [n for n in nodes.values() if n["resources"].get("GPU")]
+    assert gpu and all(n["min_workers"] == 0 and 0 < n["max_workers"] <= 16 for n in gpu)
+    assert any(not n["resources"].get("GPU") and n["resources"].get("CPU") for n in nodes.values())
+    pinned = [d for d in _pyproject_deps() if d.startswith("ray[")][0].split("==")[1]
+    assert cfg["docker"]["image"].startswith(f"rayproject/ray:{pinned}-")
+    assert any("[gpu]" in c for c in cfg["setup_commands"])
+    # A broken config is rejected by the same check (so the test above can fail).
+    broken = copy.deepcopy(cfg)
+    broken["available_node_types"]["gpu_worker"]["max_workers"] = "many"
+    with pytest.raises(Exception, match="many"):
+        validate_config(prepare_config(broken))
+
+
+def _pyproject_deps() -> list[str]:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
