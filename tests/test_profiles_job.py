@@ -1,0 +1,174 @@
+"""`ray job submit --working-dir . -- python jobs/profile.py ...` against a real local head."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from profile_helpers import smollm2
+
+from ucd.schema import read_meta, read_table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers (401 without a token): it is up
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(url)
+
+
+def _submit(cmd: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """The job agent registers a little after the dashboard answers: retry until it does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        busy = "No available agent" in r.stderr + r.stdout or "Failed to connect" in r.stderr + r.stdout
+        if not busy or time.monotonic() > deadline:
+            return r
+        time.sleep(3)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Stop only what this test started: the head's own process group."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of a slow shutdown
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
+    model = smollm2()
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # Token auth on both sides, explicitly (the CLI client does not assume it).
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", HF_HUB_OFFLINE="1", RAY_AUTH_MODE="token")
+    gcs, dash, agent, metrics, client = (_free_port() for _ in range(5))
+    # A short temp dir: Ray's socket paths must stay under the OS limit.
+    temp = tempfile.mkdtemp(prefix="ucdray", dir="/tmp")
+    log = open(tmp_path / "head.log", "w")  # noqa: SIM115  (closed in finally, after the head)
+    head = subprocess.Popen(
+        [
+            str(bin_dir / "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={gcs}",
+            f"--dashboard-port={dash}",
+            # Other Ray instances on the machine hold the default agent/metrics/client ports.
+            f"--dashboard-agent-listen-port={agent}",
+            f"--metrics-export-port={metrics}",
+            f"--ray-client-server-port={client}",
+            "--num-cpus=2",
+            "--object-store-memory=400000000",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--temp-dir={temp}",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    out = tmp_path / "out"
+    try:
+        _wait_http(f"http://127.0.0.1:{dash}/api/version", 180)
+        cmd = [
+            str(bin_dir / "ray"),
+            "job",
+            "submit",
+            "--address",
+            f"http://127.0.0.1:{dash}",
+            "--working-dir",
+            ".",
+            "--",
+            "python",
+            "jobs/profile.py",
+            "--data",
+            str(ml100k_loo),
+            "--out",
+            str(out),
+            "--set",
+            f"llm.model={model}",
+            "--set",
+            "llm.backend=hf",
+            "--set",
+            "limit_users=3",
+            "--set",
+            "prompt.max_items=4",
+            "--set",
+            "sampling.max_tokens=12",
+            "--set",
+            "checks.retries=0",
+            "--set",
+            "checks.min_chars=5",
+            "--set",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        ]
+        r = _submit(cmd, env, 480)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert "succeeded" in r.stdout + r.stderr
+        assert "connected to Ray at" in r.stdout  # it ran on the submitted-to cluster
+        # Then the training job on the same head, distilling from the profiles just written.
+        train = [
+            str(bin_dir / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", ".",
+            "--", "python", "jobs/train.py", "--config", "configs/train/ml-100k-sasrec-distill.yaml",
+            "--data", str(ml100k_loo), "--profiles", str(out), "--set", "epochs=2", "--set", "ray.num_workers=1",
+            "--set", "model.max_len=20", "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            "--set", f"ray.storage_path={tmp_path / 'ray'}", "--set", f"output={tmp_path / 'model'}",
+        ]
+        r = _submit(train, env, 480)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert "succeeded" in r.stdout + r.stderr
+    finally:
+        _stop_group(head)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+    prof = read_table(out / "profiles.parquet", "profiles")
+    assert prof.column("user_id").to_pylist() == [1, 2, 3]
+    assert read_meta(out / "profiles.parquet")["backend"] == "hf"
+    assert (out / "profile_embeddings.parquet").exists()
+
+    # The training job's outputs: the model folder, and an MLflow run per job with the registry entry.
+    assert (tmp_path / "model" / "model.json").exists()
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = {r.data.tags.get("mlflow.runName"): r for e in client.search_experiments()
+            for r in client.search_runs([e.experiment_id])}
+    assert "profile-ml-100k" in runs
+    train_run = runs["ml-100k-sasrec-distill-cosine-s42"]
+    assert train_run.info.status == "FINISHED"
+    assert 0 < train_run.data.metrics["test_ndcg_at_10"] < 1
+    assert [m.step for m in client.get_metric_history(train_run.info.run_id, "val_ndcg_at_10")] == [0, 1]
+    assert client.get_model_version_by_alias("ucd-student", "candidate").run_id == train_run.info.run_id

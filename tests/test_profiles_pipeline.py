@@ -1,0 +1,192 @@
+"""The Ray Data profile pipeline: bad-output handling (scripted backend), resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+from profile_helpers import smollm2, tiny_prepared
+
+from ucd.llm.backends import RESULT_SCHEMA
+from ucd.pipelines.profile import run_profile_job
+from ucd.profiles.config import load_profile_config
+from ucd.schema import PROFILES, read_meta, read_table
+
+# The fake backends below live in this test module; workers cannot import it by name.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+GOOD = (
+    "Preferences:\n- Drama ~60%, comedy ~40%, mostly 1990s films\n"
+    "Behavioral Insights:\n- Generous rater, average 4 of 5\nEngagement Trends:\n- Recently more comedies"
+)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, object_store_memory=400 * 2**20, include_dashboard=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model_path() -> str:
+    return smollm2()
+
+
+class ScriptedLLM:
+    """User 1 loops then recovers, 2 stays empty, 3 always hits max_tokens, 4 is fine."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        out = []
+        for r in batch.to_pylist():
+            u, a = r["user_id"], r["attempt"]
+            # Distinct answers per user, so the PCA below has variance to find.
+            text, finish = (
+                GOOD.replace("Drama ~60%", f"Drama ~{20 * u}%")
+                + f"\n- likes {['war', 'noir', 'musicals', 'anime'][u % 4]}",
+                "stop",
+            )
+            if u == 1 and a == 0:
+                text = "I like movies.\nI like movies.\nI like movies.\nI like movies.\nI like movies."
+            elif u == 2:
+                text = "  "
+            elif u == 3:
+                finish = "length"
+            out.append(
+                {k: r[k] for k in ("user_id", "key", "attempt", "seed", "n_history", "prompt_tokens")}
+                | {"output_tokens": 40, "text": text, "finish": finish, "error": ""}
+            )
+        return pa.Table.from_pylist(out, schema=RESULT_SCHEMA)
+
+
+def test_bad_outputs_flagged_retried_counted_never_dropped(ray_local, model_path, tmp_path):
+    import mlflow
+
+    data = tiny_prepared(tmp_path / "data")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_profile_config(
+        None,
+        [
+            f"llm.model={model_path}",
+            f"tracking.uri={uri}",
+            "tracking.experiment=test-profiles",
+            "embed.statuses=[ok, truncated]",
+            "embed.reduce.method=pca",
+            "embed.reduce.dim=2",
+            "llm.batch_size=2",
+        ],
+    )
+    res = run_profile_job(cfg, data, tmp_path / "out", generator=ScriptedLLM)
+
+    prof = read_table(res.profiles, "profiles")
+    # read_table checked every contract column's type; the contract's columns come first.
+    assert prof.column_names[: len(PROFILES)] == PROFILES.names
+    by_user = {r["user_id"]: r for r in prof.to_pylist()}
+    assert sorted(by_user) == [1, 2, 3, 4]  # nobody dropped
+    assert (by_user[1]["status"], by_user[1]["attempts"]) == ("ok", 2)
+    assert (by_user[2]["status"], by_user[2]["attempts"], by_user[2]["reason"]) == ("failed", 2, "empty")
+    assert (by_user[3]["status"], by_user[3]["attempts"]) == ("truncated", 2)
+    assert (by_user[4]["status"], by_user[4]["attempts"]) == ("ok", 1)
+    assert res.counts == {"ok": 2, "truncated": 1, "failed": 1}
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["retried_requests"] == 3 and summary["counts"] == res.counts
+    meta = read_meta(res.profiles)
+    assert meta["dataset"] == "tiny" and meta["prompt_version"] == "movies-structured-v1"
+    assert meta["model"] == model_path and meta["fingerprint"] == res.run_fingerprint
+
+    emb = pq.read_table(res.embeddings)
+    assert sorted(emb.column("user_id").to_pylist()) == [1, 3, 4]  # failed user 2 has no vector
+    vecs = np.stack(emb.column("embedding").to_numpy(zero_copy_only=False))
+    assert vecs.shape == (3, 2) and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
+    z = np.load(tmp_path / "out" / "reduction.npz")
+    assert z["components"].shape == (2, 384) and sorted(z["fitted_on"].tolist()) == [1, 3, 4]
+
+    mlflow.set_tracking_uri(uri)
+    run = mlflow.get_run(res.mlflow_run_id)
+    assert run.data.params["prompt_version"] == "movies-structured-v1"
+    assert run.data.params["backend"] == "vllm" and run.data.params["sampling.temperature"] == "0.2"
+    assert run.data.metrics["n_failed"] == 1 and run.data.metrics["retried_requests"] == 3
+    assert "users_per_s" in run.data.metrics and "output_tokens_per_s" in run.data.metrics
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(res.mlflow_run_id)}
+    assert "sample_profiles.json" in arts
+
+    # Same inputs and settings again: nothing left to do, same outputs.
+    again = run_profile_job(cfg, data, tmp_path / "out", generator=ScriptedLLM)
+    assert again.rounds == 0 and again.counts == res.counts
+
+
+_KILL_SCRIPT = """
+import sys
+from ucd.pipelines.profile import run_profile_job
+from ucd.profiles.config import load_profile_config
+cfg = load_profile_config(None, sys.argv[3:])
+run_profile_job(cfg, sys.argv[1], sys.argv[2])
+"""
+
+
+def test_sigkill_midway_then_rerun_gives_every_user_once(ray_local, model_path, ml100k_loo, tmp_path):
+    out = tmp_path / "out"
+    overrides = [
+        f"ray.address={ray_local}",
+        f"llm.model={model_path}",
+        "llm.backend=hf",
+        "llm.batch_size=1",
+        "tracking.enabled=false",
+        "limit_users=6",
+        "prompt.max_items=4",
+        "sampling.max_tokens=12",
+        "checks.min_chars=5",
+        "checks.retries=0",
+        "shard_rows=1",
+        "flush_seconds=0.1",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    log = open(tmp_path / "killed_run.log", "w")  # noqa: SIM115  (closed after the kill)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_SCRIPT, str(ml100k_loo), str(out), *overrides],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(list(out.glob("shards/*/part-*.parquet"))) >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the job finished (or died) before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    assert not (out / "profiles.parquet").exists()
+    before = {p.name for p in out.glob("shards/*/part-*.parquet")}
+    assert before
+
+    t_kill = time.monotonic()
+    res = run_profile_job(load_profile_config(None, overrides), ml100k_loo, out)
+    print(f"rerun took {time.monotonic() - t_kill:.1f}s")
+    prof = read_table(res.profiles, "profiles")
+    users = prof.column("user_id").to_pylist()
+    assert sorted(users) == sorted(set(users)) and len(users) == 6
+    assert all(
+        p.strip()
+        for p, s in zip(prof.column("profile").to_pylist(), prof.column("status").to_pylist(), strict=True)
+        if s != "failed"
+    )
+    shards = pa.concat_tables([pq.read_table(f) for f in out.glob("shards/*/part-*.parquet")])
+    ident = list(zip(*(shards.column(c).to_pylist() for c in ("user_id", "key", "attempt")), strict=True))
+    assert len(ident) == len(set(ident)), "a request was executed twice"
+    assert before <= {p.name for p in out.glob("shards/*/part-*.parquet")}  # killed run's work kept
+    assert json.loads((out / "progress.json").read_text())["users_done"] == 6

@@ -1,0 +1,66 @@
+"""Progress while the job runs: users done / total, tokens/s, ETA (log lines + progress.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _fmt_eta(s: float) -> str:
+    if s != s or s == float("inf"):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class Progress:
+    def __init__(
+        self, total: int, done: int, path: Path | None, log: Callable[[str], None], every_s: float = 10.0
+    ):
+        self.total, self.done0, self.done = total, done, done
+        self.prompt_tokens = self.output_tokens = self.requests = 0
+        self.t0 = time.monotonic()
+        self.path, self.log, self.every_s = path, log, every_s
+        self._last = 0.0
+
+    def update(self, users_finished: int, requests: int, prompt_tokens: int, output_tokens: int) -> None:
+        self.done += users_finished
+        self.requests += requests
+        self.prompt_tokens += prompt_tokens
+        self.output_tokens += output_tokens
+        if time.monotonic() - self._last >= self.every_s:
+            self.report()
+
+    def snapshot(self) -> dict:
+        el = max(time.monotonic() - self.t0, 1e-9)
+        new = self.done - self.done0
+        rate = new / el
+        left = self.total - self.done
+        return {
+            "users_done": self.done,
+            "users_total": self.total,
+            "requests": self.requests,
+            "elapsed_s": round(el, 1),
+            "users_per_s": round(rate, 4),
+            "prompt_tokens_per_s": round(self.prompt_tokens / el, 1),
+            "output_tokens_per_s": round(self.output_tokens / el, 1),
+            "eta_s": round(left / rate, 1) if rate > 0 else None,
+        }
+
+    def report(self) -> dict:
+        self._last = time.monotonic()
+        s = self.snapshot()
+        pct = 100.0 * s["users_done"] / max(s["users_total"], 1)
+        self.log(
+            f"[profile] users {s['users_done']}/{s['users_total']} ({pct:.1f}%) | "
+            f"{s['users_per_s']:.2f} users/s | prompt {s['prompt_tokens_per_s']:.0f} tok/s | "
+            f"output {s['output_tokens_per_s']:.0f} tok/s | ETA {_fmt_eta(s['eta_s'] if s['eta_s'] is not None else float('inf'))}"
+        )
+        if self.path is not None:
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(s))
+            os.replace(tmp, self.path)
+        return s
