@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+MARK = "UCD_BENCH_RESULT "
 
 
 def _overrides(args) -> list[str]:
@@ -145,7 +146,10 @@ def _child(args, part: str, extra: list[str]) -> dict:
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if r.returncode != 0:
         raise SystemExit(f"part {part} failed:\n{r.stderr[-4000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith(MARK)]
+    if not lines:
+        raise SystemExit(f"part {part} printed no result:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    return json.loads(lines[-1][len(MARK) :])
 
 
 def _rates(d: dict, seconds: float) -> dict:
@@ -174,7 +178,8 @@ def main() -> None:
     if args.part:
         out = {"prompts": part_prompts, "bare": part_bare}.get(args.part)
         res = out(args) if out else part_pipeline(args, args.part)
-        print(json.dumps(res))
+        # vLLM and Ray also write to stdout: the parent looks for this marked line.
+        print(MARK + json.dumps(res), flush=True)
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="ucd-bench-"))

@@ -243,3 +243,24 @@ def test_openai_backend_retries_and_reports_length(monkeypatch):
     ]
     assert [r["finish"] for r in out] == ["stop", "length"]
     assert out[0]["text"] == GOOD and out[0]["prompt_tokens"] == 50 and out[0]["output_tokens"] == 20
+
+
+def test_shipped_profile_configs_and_placement():
+    from pathlib import Path
+
+    from ucd.llm.backends import vllm_processor_kwargs
+    from ucd.profiles.config import load_profile_config
+
+    root = Path(__file__).resolve().parent.parent / "configs" / "profile"
+    cpu = load_profile_config(root / "cpu.yaml")
+    kw = vllm_processor_kwargs(cpu.llm, "/m")
+    # Without a CPU-only bundle the vLLM stage would wait for a GPU forever.
+    assert kw["placement_group_config"] == {"bundles": [{"CPU": 1.0}], "strategy": "PACK"}
+    assert kw["accelerator_type"] is None and kw["chat_template_stage"] is False
+    assert kw["engine_kwargs"]["max_model_len"] == cpu.llm.max_model_len
+    gpu = load_profile_config(root / "gpu.yaml")
+    kw = vllm_processor_kwargs(gpu.llm, gpu.llm.model)
+    assert kw["placement_group_config"]["bundle_per_worker"]["GPU"] == 1
+    assert kw["accelerator_type"] == gpu.llm.accelerator_type and kw["concurrency"] == gpu.llm.concurrency
+    assert gpu.embed.prefix == "query: " and gpu.embed.reduce.method == "pca"
+    assert load_profile_config(None).llm.model == cpu.llm.model  # cpu.yaml is the embedded default

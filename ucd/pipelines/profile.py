@@ -146,6 +146,28 @@ def _state_table(users: pa.Table, done: dict[int, dict[str, Done]], pending: lis
     )
 
 
+def _embed_stage(ds, e, statuses, pool_size: int, batch_size: int | None):
+    """Ray Data actor pool of :class:`EmbedBatch` over ``ds`` (pyarrow batches)."""
+    import ray
+
+    return ds.map_batches(
+        EmbedBatch,
+        fn_constructor_kwargs=dict(
+            model=e.model,
+            prefix=e.prefix,
+            device=e.device,
+            batch_size=e.batch_size,
+            max_seq_length=e.max_seq_length,
+            statuses=list(statuses),
+        ),
+        compute=ray.data.ActorPoolStrategy(size=pool_size),
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        num_cpus=e.num_cpus,
+        num_gpus=e.num_gpus,
+    )
+
+
 def _llm_stage(ds, cfg: ProfileJobConfig, model_path: str, eos_ids: set[int], generator: type | None = None):
     import ray
 
@@ -230,25 +252,10 @@ def _run_round(ctx: _Ctx, state: pa.Table, progress: Progress, writer: ShardWrit
     ds = ds.map_batches(
         check_table, fn_kwargs={"cfg": cfg.checks}, batch_format="pyarrow", num_cpus=_LIGHT_CPU
     )
+    # Whole blocks as they come: bundling rows up to a batch size would hold results back from
+    # the shards (Ray Data insists on an integer when GPUs are requested).
     e = cfg.embed
-    ds = ds.map_batches(
-        EmbedBatch,
-        fn_constructor_kwargs=dict(
-            model=e.model,
-            prefix=e.prefix,
-            device=e.device,
-            batch_size=e.batch_size,
-            max_seq_length=e.max_seq_length,
-            statuses=list(e.statuses),
-        ),
-        compute=ray.data.ActorPoolStrategy(size=e.concurrency),
-        # Whole blocks as they come: bundling rows up to a batch size would hold results
-        # back from the shards (Ray Data insists on an integer when GPUs are requested).
-        batch_size=e.batch_size if e.num_gpus > 0 else None,
-        batch_format="pyarrow",
-        num_cpus=e.num_cpus,
-        num_gpus=e.num_gpus,
-    )
+    ds = _embed_stage(ds, e, e.statuses, e.concurrency, e.batch_size if e.num_gpus > 0 else None)
     n = 0
     retries = cfg.checks.retries
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
@@ -300,22 +307,7 @@ def _embed_missing(finals: pa.Table, cfg: ProfileJobConfig, identity: str) -> pa
         return finals
     sub = finals.take(pa.array(need, pa.int64())).drop_columns(["embedding", "embed_model"])
     e = cfg.embed
-    ds = ray.data.from_arrow(sub).map_batches(
-        EmbedBatch,
-        fn_constructor_kwargs=dict(
-            model=e.model,
-            prefix=e.prefix,
-            device=e.device,
-            batch_size=e.batch_size,
-            max_seq_length=e.max_seq_length,
-            statuses=list(statuses),
-        ),
-        compute=ray.data.ActorPoolStrategy(size=1),
-        batch_size=e.batch_size,
-        batch_format="pyarrow",
-        num_cpus=e.num_cpus,
-        num_gpus=e.num_gpus,
-    )
+    ds = _embed_stage(ray.data.from_arrow(sub), e, statuses, 1, e.batch_size)
     fresh = pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow", batch_size=None)))
     emb = dict(zip(fresh.column("user_id").to_pylist(), fresh.column("embedding").to_pylist(), strict=True))
     vecs = finals.column("embedding").to_pylist()
