@@ -124,17 +124,11 @@ def part_pipeline(args, backend: str) -> dict:
         res = run_profile_job(cfg, args.data, out, log=lambda *_: None)
         wall = time.perf_counter() - t0
         summary = json.loads((Path(out) / "summary.json").read_text())
-    import pyarrow.parquet as pq  # noqa: F401  (kept light: numbers come from the summary)
-
     return {
         "wall_s": wall,
         "round_s": sum(res.extra["round_seconds"]),
-        "prompt_tokens": int(
-            res.extra["progress"]["prompt_tokens_per_s"] * res.extra["progress"]["elapsed_s"]
-        ),
-        "output_tokens": int(
-            res.extra["progress"]["output_tokens_per_s"] * res.extra["progress"]["elapsed_s"]
-        ),
+        "prompt_tokens": res.extra["progress"]["prompt_tokens"],
+        "output_tokens": res.extra["progress"]["output_tokens"],
         "users": summary["users"],
         "counts": res.counts,
     }

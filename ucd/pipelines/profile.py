@@ -540,7 +540,7 @@ def run_profile_job(
             "requests": summary["requests"],
             "retried_requests": summary["retried_requests"],
             **{f"n_{k}": v for k, v in summary["counts"].items()},
-            "failure_share": round(
+            "flagged_share": round(
                 (summary["counts"][FAILED] + summary["counts"][TRUNCATED]) / max(len(users), 1), 4
             ),
         }

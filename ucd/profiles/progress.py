@@ -43,6 +43,8 @@ class Progress:
             "users_done": self.done,
             "users_total": self.total,
             "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
             "elapsed_s": round(el, 1),
             "users_per_s": round(rate, 4),
             "prompt_tokens_per_s": round(self.prompt_tokens / el, 1),
