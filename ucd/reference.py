@@ -19,7 +19,7 @@ import torch
 
 from ucd import schema
 from ucd.metrics import RankingEvaluator
-from ucd.seqdata import SplitRows
+from ucd.seqdata import SplitRows, seen_items
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]{2,}")
 _STOP = {"the", "and", "for", "with", "oz", "fl", "pack", "of", "ounce", "ounces", "count", "set", "new"}
@@ -30,9 +30,15 @@ def _item_labels(items: pa.Table) -> dict[int, list[str]]:
     ids = items.column("item_id").to_pylist()
     for col in ("genres", "categories"):
         if col in items.column_names:
-            return {i: [g for g in (v or []) if g] for i, v in zip(ids, items.column(col).to_pylist(), strict=True)}
+            return {
+                i: [g for g in (v or []) if g]
+                for i, v in zip(ids, items.column(col).to_pylist(), strict=True)
+            }
     titles = items.column("title").to_pylist()
-    return {i: [w.lower() for w in _WORD.findall(t or "") if w.lower() not in _STOP] for i, t in zip(ids, titles, strict=True)}
+    return {
+        i: [w.lower() for w in _WORD.findall(t or "") if w.lower() not in _STOP]
+        for i, t in zip(ids, titles, strict=True)
+    }
 
 
 def template_profiles(prepared: str | Path, top: int = 5) -> dict[int, str]:
@@ -42,9 +48,17 @@ def template_profiles(prepared: str | Path, top: int = 5) -> dict[int, str]:
     labels = _item_labels(items)
     seqs = schema.read_table(prepared / "sequences.parquet", "sequences")
     train = seqs.filter(pa.compute.equal(seqs.column("split"), "train"))
-    kind = "genres" if "genres" in items.column_names else "categories" if "categories" in items.column_names else "title words"
+    kind = (
+        "genres"
+        if "genres" in items.column_names
+        else "categories"
+        if "categories" in items.column_names
+        else "title words"
+    )
     out = {}
-    for user, hist in zip(train.column("user_id").to_pylist(), train.column("history").to_pylist(), strict=True):
+    for user, hist in zip(
+        train.column("user_id").to_pylist(), train.column("history").to_pylist(), strict=True
+    ):
         counts = Counter(label for i in hist for label in labels.get(i, []))
         total = sum(counts.values()) or 1
         parts = [f"{name} ({100 * c / total:.0f}%)" for name, c in counts.most_common(top)]
@@ -83,6 +97,6 @@ def evaluate_profile_only(
         scores[~has_profile[users]] = 0.0
         scores[:, 0] = float("-inf")
         hist = rows.histories[start : start + 512]
-        seen = [torch.from_numpy(np.asarray(h, dtype=np.int64)) for h in hist] if exclude_seen else None
+        seen = seen_items(hist, exclude_seen)
         ev.update(scores, torch.from_numpy(rows.targets[start : start + 512]), seen)
     return ev

@@ -29,6 +29,11 @@ def left_pad(seqs: list[np.ndarray] | list[list[int]], length: int) -> np.ndarra
     return out
 
 
+def seen_items(histories: list[np.ndarray], exclude: bool) -> list[torch.Tensor] | None:
+    """Histories as tensors for ``RankingEvaluator.update(seen=...)``, or None to keep them ranked."""
+    return [torch.from_numpy(np.asarray(h, dtype=np.int64)) for h in histories] if exclude else None
+
+
 def _list_column(table: pa.Table, name: str) -> list[np.ndarray]:
     col = table.column(name).combine_chunks()
     offsets = col.offsets.to_numpy()
@@ -102,10 +107,8 @@ class SequenceData:
 
     def popularity(self) -> np.ndarray:
         """Training-interaction counts per item id (index 0 unused)."""
-        counts = np.zeros(self.n_items + 1, dtype=np.int64)
-        for h in self.train_histories:
-            np.add.at(counts, h, 1)
-        return counts
+        flat = np.concatenate(self.train_histories) if self.train_histories else np.zeros(0, np.int64)
+        return np.bincount(flat.astype(np.int64), minlength=self.n_items + 1)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from ucd.config import Strict
 from ucd.distill import DistillConfig, DistillHead, combine_losses, distill_beta
 from ucd.metrics import RankingEvaluator
 from ucd.models import StudentConfig, bert4rec_mask, build_loss, build_student, next_item_labels
-from ucd.seqdata import SplitRows, left_pad
+from ucd.seqdata import SplitRows, left_pad, seen_items
 from ucd.tracking import TrackingConfig
 
 
@@ -213,7 +213,7 @@ def evaluate(
         inputs = trim_padding(torch.from_numpy(left_pad(hist, max_len))).to(device)
         scores = student.score_last(inputs)
         targets = torch.from_numpy(rows.targets[start : start + batch_size]).to(device)
-        seen = [torch.from_numpy(np.asarray(h, dtype=np.int64)) for h in hist] if exclude_seen else None
+        seen = seen_items(hist, exclude_seen)
         ev.update(scores, targets, seen)
     return ev
 

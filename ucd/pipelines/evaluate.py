@@ -13,7 +13,7 @@ import torch
 
 from ucd.artifact import load_student, resolve_model
 from ucd.metrics import RankingEvaluator, compare_runs, paired_test
-from ucd.seqdata import SequenceData, SplitRows
+from ucd.seqdata import SequenceData, SplitRows, seen_items
 from ucd.training import evaluate
 
 
@@ -65,7 +65,7 @@ def evaluate_most_popular(data: SequenceData, split: str = "test", exclude_seen:
         hist = rows.histories[start : start + 1024]
         scores = pop.expand(len(hist), -1).clone()
         scores[:, 0] = float("-inf")
-        seen = [torch.from_numpy(np.asarray(h, dtype=np.int64)) for h in hist] if exclude_seen else None
+        seen = seen_items(hist, exclude_seen)
         ev.update(scores, torch.from_numpy(rows.targets[start : start + 1024]), seen)
     return _result("most-popular", ev, rows, exclude_seen)
 

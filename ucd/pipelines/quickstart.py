@@ -116,7 +116,9 @@ def run_quickstart(cfg: QuickstartConfig, data_dir: Path | None = None, log=prin
 
     _banner(log, f"1/6 prepare {cfg.dataset}")
     t = time.perf_counter()
-    prepared = prepare_named(cfg.dataset, out / "data" / cfg.dataset, protocol="loo", data_dir=data_dir, log=log)
+    prepared = prepare_named(
+        cfg.dataset, out / "data" / cfg.dataset, protocol="loo", data_dir=data_dir, log=log
+    )
     timings["prepare"] = time.perf_counter() - t
 
     _banner(log, "2/6 LLM profiles and embeddings (Ray Data + vLLM)")
@@ -240,10 +242,14 @@ def _serve_once(cfg: QuickstartConfig, prepared: Path, data, log) -> dict:
         answer = requests.post(url, json={"user_id": user, "k": 10}, timeout=60)
         answer.raise_for_status()
         body = answer.json()
-        log(f"[quickstart] POST {url} {{\"user_id\": {user}, \"k\": 10}} -> model version {body['model'].get('version')}")
+        log(
+            f'[quickstart] POST {url} {{"user_id": {user}, "k": 10}} -> model version {body["model"].get("version")}'
+        )
         for it in body["items"]:
             log(f"    {it['item_id']:5d}  {it['score']:7.3f}  {it['title']}")
-        log(f"[quickstart] serve it yourself: ucd serve start --model models:/{cfg.model_name}@production --data {prepared}")
+        log(
+            f"[quickstart] serve it yourself: ucd serve start --model models:/{cfg.model_name}@production --data {prepared}"
+        )
         return body
     finally:
         serve.shutdown()
@@ -252,4 +258,3 @@ def _serve_once(cfg: QuickstartConfig, prepared: Path, data, log) -> dict:
 
 def load_quickstart_config(path: str | None, overrides: list[str] | None) -> QuickstartConfig:
     return build_config(QuickstartConfig, path, overrides)
-
