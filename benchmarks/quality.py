@@ -77,7 +77,9 @@ def template_embeddings(prepared: Path, out: Path) -> Path:
         }
     )
     meta = {"dataset": data.dataset, "data_fingerprint": data.fingerprint, "profile_source": "template"}
-    schema.write_table(table, path, "profile_embeddings", meta, schema=schema.profile_embeddings_schema(vecs.shape[1]))
+    schema.write_table(
+        table, path, "profile_embeddings", meta, schema=schema.profile_embeddings_schema(vecs.shape[1])
+    )
     return path
 
 
@@ -98,7 +100,9 @@ def train_cached(cfg: TrainConfig, cache: Path, label: str) -> dict:
         "epochs_run": len(res.history),
         "test": res.test,
         "per_user_ndcg@10": res.per_user["ndcg@10"].tolist(),
-        "curves": {k: [h[k] for h in res.history] for k in ("train_rec_loss", "train_distill_loss", "val_ndcg@10")},
+        "curves": {
+            k: [h[k] for h in res.history] for k in ("train_rec_loss", "train_distill_loss", "val_ndcg@10")
+        },
     }
     cache.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rec))
@@ -110,9 +114,16 @@ def _as_eval(name: str, rec: dict, users: np.ndarray) -> EvalResult:
     return EvalResult(name, metrics, {"ndcg@10": np.asarray(rec["per_user_ndcg@10"])}, users, False)
 
 
-def run_block(ds: dict, protocol: str, student: str, cfg_path: str, bench: dict, out: Path, log=print) -> dict:
-    prepared = prepare_named(ds["name"], out / "data" / f"{ds['name']}-{protocol}", protocol=protocol,
-                             data_dir=default_data_dir(), log=log)
+def run_block(
+    ds: dict, protocol: str, student: str, cfg_path: str, bench: dict, out: Path, log=print
+) -> dict:
+    prepared = prepare_named(
+        ds["name"],
+        out / "data" / f"{ds['name']}-{protocol}",
+        protocol=protocol,
+        data_dir=default_data_dir(),
+        log=log,
+    )
     data = SequenceData.load(prepared)
     users = data.test.user_ids
     cache = out / "runs"
@@ -130,7 +141,9 @@ def run_block(ds: dict, protocol: str, student: str, cfg_path: str, bench: dict,
     sources = {}
     for src, path in ds.get("profiles", {}).items():
         if path == "template":
-            sources[src] = str(template_embeddings(prepared, out / "profiles" / f"{ds['name']}-{protocol}-template"))
+            sources[src] = str(
+                template_embeddings(prepared, out / "profiles" / f"{ds['name']}-{protocol}-template")
+            )
         else:
             p = Path(str(path).format(protocol=protocol))
             if not (p / "profile_embeddings.parquet").exists() and not p.is_file():
@@ -145,11 +158,23 @@ def run_block(ds: dict, protocol: str, student: str, cfg_path: str, bench: dict,
             add(f"distilled[{src}]", [*distill_on, f"profiles={path}"], seed)
         if primary in sources:
             for name in ds.get("ablations", []):
-                add(f"{name} [{primary}]", [*distill_on, f"profiles={sources[primary]}", *ABLATIONS[name]], seed)
-    longest = max(r["epochs_run"] for n, rs in runs.items() if n != "baseline" for r in rs) if len(runs) > 1 else None
+                add(
+                    f"{name} [{primary}]",
+                    [*distill_on, f"profiles={sources[primary]}", *ABLATIONS[name]],
+                    seed,
+                )
+    longest = (
+        max(r["epochs_run"] for n, rs in runs.items() if n != "baseline" for r in rs)
+        if len(runs) > 1
+        else None
+    )
     if longest:
         for seed in ds["seeds"]:
-            add("baseline, same budget", ["distill.enabled=false", f"epochs={longest}", f"patience={longest}"], seed)
+            add(
+                "baseline, same budget",
+                ["distill.enabled=false", f"epochs={longest}", f"patience={longest}"],
+                seed,
+            )
 
     variants["most-popular"] = [evaluate_most_popular(data)]
     if primary in sources:
@@ -160,11 +185,28 @@ def run_block(ds: dict, protocol: str, student: str, cfg_path: str, bench: dict,
         items = item_text_embeddings(prepared, Embedder("all-minilm-l6-v2"))
         if items.shape[1] == table.dim:
             ev = evaluate_profile_only(data.test, table.vectors, table.has, items)
-            variants[f"profile-only[{primary}]"] = [EvalResult("profile-only", ev.compute(), {k: v.numpy() for k, v in ev.per_user().items()}, users, False)]
+            variants[f"profile-only[{primary}]"] = [
+                EvalResult(
+                    "profile-only",
+                    ev.compute(),
+                    {k: v.numpy() for k, v in ev.per_user().items()},
+                    users,
+                    False,
+                )
+            ]
     report = compare(variants)
-    report.update(dataset=ds["name"], protocol=protocol, student=student, config=cfg_path,
-                  runs={n: [{k: r[k] for k in ("seed", "seconds", "best_epoch", "epochs_run", "curves")} for r in rs]
-                        for n, rs in runs.items()})
+    distill_epochs = build_config(TrainConfig, cfg_path, common).distill.epochs
+    report.update(
+        dataset=ds["name"],
+        protocol=protocol,
+        student=student,
+        config=cfg_path,
+        distill_epochs=distill_epochs,
+        runs={
+            n: [{k: r[k] for k in ("seed", "seconds", "best_epoch", "epochs_run", "curves")} for r in rs]
+            for n, rs in runs.items()
+        },
+    )
     return report
 
 
@@ -186,15 +228,56 @@ def main() -> None:
                 report = run_block(ds, protocol, student, cfg_path, bench, out)
                 print(format_comparison(report))
                 blocks.append(report)
-    (out / "quality.json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "config": args.config,
-                                                  "blocks": blocks}, indent=2))
+    (out / "quality.json").write_text(
+        json.dumps({"date": time.strftime("%Y-%m-%d"), "config": args.config, "blocks": blocks}, indent=2)
+    )
     md = [f"_Generated by `benchmarks/quality.py --config {args.config}` on {time.strftime('%Y-%m-%d')}._\n"]
     for b in blocks:
         md.append(f"**{b['dataset']} / {b['protocol']} / {b['student']}** (`{b['config']}`)\n")
         md.append(format_comparison(b) + "\n")
+        md.append(training_table(b) + "\n")
     (out / "quality.md").write_text("\n".join(md))
     _plot(blocks, out / "gains.png")
     print(f"wrote {out}/quality.json, quality.md, gains.png")
+
+
+def _at(curve: list[float], epoch: int) -> float:
+    return curve[min(epoch, len(curve)) - 1]
+
+
+def _ms(xs: list[float], fmt: str) -> str:
+    return f"{np.mean(xs):{fmt}} ± {np.std(xs):{fmt}}" if len(xs) > 1 else f"{xs[0]:{fmt}}"
+
+
+def training_table(block: dict) -> str:
+    """Per variant: cost, best epoch, and the curves through the distillation epochs, so a
+    student that collapses while distilling and recovers later is visible (DESIGN.md §1)."""
+    e = block["distill_epochs"]
+    marks = sorted({m for m in (5, 10, e) if m <= e})
+    head = [
+        "variant",
+        "minutes / run",
+        "best epoch",
+        "epochs run",
+        *[f"val NDCG@10, epoch {m}" for m in marks],
+        f"rec loss, epoch {e}",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, runs in block["runs"].items():
+        cells = [
+            name,
+            _ms([r["seconds"] / 60 for r in runs], ".1f"),
+            _ms([r["best_epoch"] for r in runs], ".0f"),
+            _ms([r["epochs_run"] for r in runs], ".0f"),
+        ]
+        cells += [_ms([_at(r["curves"]["val_ndcg@10"], m) for r in runs], ".4f") for m in marks]
+        cells.append(_ms([_at(r["curves"]["train_rec_loss"], e) for r in runs], ".3f"))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(
+        f"\nDistillation is on for the first {e} epochs of the distilled runs; the baseline's columns "
+        "are the same epochs of its own run (mean ± std over seeds)."
+    )
+    return "\n".join(lines)
 
 
 def _plot(blocks: list[dict], path: Path) -> None:

@@ -98,6 +98,9 @@ def test_bad_outputs_flagged_retried_counted_never_dropped(ray_local, model_path
     assert (by_user[4]["status"], by_user[4]["attempts"]) == ("ok", 1)
     assert res.counts == {"ok": 2, "truncated": 1, "failed": 1}
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    # The retry round is reported as its own round: the 3 flagged users, all answered.
+    prog = json.loads((tmp_path / "out" / "progress.json").read_text())
+    assert (prog["round"], prog["round_users"], prog["round_answered"], prog["users_done"]) == (2, 3, 3, 4)
     assert summary["retried_requests"] == 3 and summary["counts"] == res.counts
     meta = read_meta(res.profiles)
     assert meta["dataset"] == "tiny" and meta["prompt_version"] == "movies-structured-v1"

@@ -30,9 +30,11 @@ def _profile(args: argparse.Namespace) -> int:
 def _models_prepare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ucd.llm.prepare import prepare_smollm2
+    from ucd.llm.prepare import prepare_packaged
 
-    path = prepare_smollm2(Path(args.home) if args.home else None, dtype=args.dtype, force=args.force)
+    path = prepare_packaged(
+        args.model, Path(args.home) if args.home else None, dtype=args.dtype, force=args.force
+    )
     print(path)
     return 0
 
@@ -53,11 +55,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("models", help="local models")
     msub = m.add_subparsers(dest="models_cmd", required=True)
     mp = msub.add_parser(
-        "prepare", help="convert the packaged SmolLM2 GGUF into a Hugging Face folder (once)"
+        "prepare", help="convert a packaged GGUF (SmolLM2, Qwen2.5-Coder) into a Hugging Face folder (once)"
+    )
+    mp.add_argument(
+        "model",
+        nargs="?",
+        default="smollm2-135m-instruct",
+        help="smollm2-135m-instruct (default) or qwen2.5-coder-1.5b-instruct (needs the llm-qwen extra)",
     )
     mp.add_argument(
         "--home", help="cache root (default $UCD_HOME or ~/.cache/ucd); the folder is <home>/models"
     )
-    mp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    mp.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: the model's own")
     mp.add_argument("--force", action="store_true", help="convert again even if the folder is current")
     mp.set_defaults(func=_models_prepare)

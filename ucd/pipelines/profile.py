@@ -271,6 +271,7 @@ def _run_round(ctx: _Ctx, state: pa.Table, progress: Progress, writer: ShardWrit
         )
         progress.update(
             finished,
+            sum(1 for k in keys if k == "final"),
             batch.num_rows,
             int(pc.sum(batch.column("prompt_tokens")).as_py() or 0),
             int(pc.sum(batch.column("output_tokens")).as_py() or 0),
@@ -515,6 +516,7 @@ def run_profile_job(
                 if rounds >= max_rounds:
                     raise RuntimeError(f"internal: {len(pending)} users still pending after {rounds} rounds")
                 t_round = time.monotonic()
+                progress.start_round(len(pending))
                 rows = _run_round(ctx, _state_table(users_t, done, pending), progress, writer)
                 rounds += 1
                 round_seconds.append(round(time.monotonic() - t_round, 2))

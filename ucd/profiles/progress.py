@@ -1,4 +1,9 @@
-"""Progress while the job runs: users done / total, tokens/s, ETA (log lines + progress.json)."""
+"""Progress while the job runs: users done / total, tokens/s, ETA (log lines + progress.json).
+
+A user is *done* once their answer is settled (ok, or flagged after the last retry), so with
+retries on, the first round settles few users; the round's own count (users answered in this
+round) and its ETA are what show the job moving.
+"""
 
 from __future__ import annotations
 
@@ -25,9 +30,19 @@ class Progress:
         self.t0 = time.monotonic()
         self.path, self.log, self.every_s = path, log, every_s
         self._last = 0.0
+        self.round = self.round_users = self.round_answered = 0
+        self.round_t0 = self.t0
 
-    def update(self, users_finished: int, requests: int, prompt_tokens: int, output_tokens: int) -> None:
+    def start_round(self, n_users: int) -> None:
+        self.round += 1
+        self.round_users, self.round_answered = n_users, 0
+        self.round_t0 = time.monotonic()
+
+    def update(
+        self, users_finished: int, users_answered: int, requests: int, prompt_tokens: int, output_tokens: int
+    ) -> None:
         self.done += users_finished
+        self.round_answered += users_answered
         self.requests += requests
         self.prompt_tokens += prompt_tokens
         self.output_tokens += output_tokens
@@ -39,7 +54,13 @@ class Progress:
         new = self.done - self.done0
         rate = new / el
         left = self.total - self.done
+        round_rate = self.round_answered / max(time.monotonic() - self.round_t0, 1e-9)
+        round_left = self.round_users - self.round_answered
         return {
+            "round": self.round,
+            "round_users": self.round_users,
+            "round_answered": self.round_answered,
+            "round_eta_s": round(round_left / round_rate, 1) if round_rate > 0 else None,
             "users_done": self.done,
             "users_total": self.total,
             "requests": self.requests,
@@ -56,10 +77,13 @@ class Progress:
         self._last = time.monotonic()
         s = self.snapshot()
         pct = 100.0 * s["users_done"] / max(s["users_total"], 1)
+        eta = s["eta_s"] if s["eta_s"] is not None else float("inf")
+        round_eta = s["round_eta_s"] if s["round_eta_s"] is not None else float("inf")
         self.log(
-            f"[profile] users {s['users_done']}/{s['users_total']} ({pct:.1f}%) | "
+            f"[profile] users done {s['users_done']}/{s['users_total']} ({pct:.1f}%) | "
+            f"round {s['round']}: {s['round_answered']}/{s['round_users']} answered, ETA {_fmt_eta(round_eta)} | "
             f"{s['users_per_s']:.2f} users/s | prompt {s['prompt_tokens_per_s']:.0f} tok/s | "
-            f"output {s['output_tokens_per_s']:.0f} tok/s | ETA {_fmt_eta(s['eta_s'] if s['eta_s'] is not None else float('inf'))}"
+            f"output {s['output_tokens_per_s']:.0f} tok/s | ETA {_fmt_eta(eta)}"
         )
         if self.path is not None:
             tmp = self.path.with_suffix(".tmp")
