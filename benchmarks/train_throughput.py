@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -69,7 +70,9 @@ def single_process(cfg: TrainConfig, data: SequenceData, epochs: int) -> float:
     rates = []
     for ep in range(epochs):
         t = time.perf_counter()
-        train_epoch(core, core, opt, seq, users, profiles and profiles.vectors, profiles and profiles.has, cfg, ep)
+        train_epoch(
+            core, core, opt, seq, users, profiles and profiles.vectors, profiles and profiles.has, cfg, ep
+        )
         rates.append(len(seq) / (time.perf_counter() - t))
     return rates[-1]
 
@@ -80,7 +83,11 @@ def ray_train(cfg: TrainConfig, workers: int, tmp: Path) -> float:
     cfg = cfg.model_copy(
         update={
             "ray": cfg.ray.model_copy(
-                update={"num_workers": workers, "cpus_per_worker": 2 / workers, "storage_path": str(tmp / "ray")}
+                update={
+                    "num_workers": workers,
+                    "cpus_per_worker": 2 / workers,
+                    "storage_path": str(tmp / "ray"),
+                }
             ),
             "output": str(tmp / f"model-{workers}-{cfg.distill.enabled}"),
             "run_name": f"throughput-{workers}-{cfg.distill.enabled}-{time.time_ns()}",
@@ -118,27 +125,52 @@ def main() -> None:
         )
         distilled = base.model_copy(update={"distill": base.distill.model_validate(DISTILL)})
         rows = []
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        for name, cfg in (("baseline", base), ("distilled", distilled)):
-            rows.append({"mode": "single process", "variant": name, "seq_per_s": single_process(cfg, data, args.epochs)})
-            for w in (1, 2):
-                rows.append({"mode": f"ray train, {w} worker(s)", "variant": name, "seq_per_s": ray_train(cfg, w, tmp)})
+        # A private instance: never attach to another job's cluster on this machine.
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # Baseline and distilled back to back within each mode, so a change in the machine's
+        # load between modes does not show up as distillation overhead.
+        for mode, workers in (("single process", 0), ("ray train, 1 worker", 1), ("ray train, 2 workers", 2)):
+            for name, cfg in (("baseline", base), ("distilled", distilled)):
+                rate = (
+                    single_process(cfg, data, args.epochs) if workers == 0 else ray_train(cfg, workers, tmp)
+                )
+                rows.append({"mode": mode, "variant": name, "seq_per_s": rate})
+                print(f"{mode:26s} {name:10s} {rate:8.0f} seq/s", flush=True)
         ray.shutdown()
 
     by = {(r["mode"], r["variant"]): r["seq_per_s"] for r in rows}
     modes = list(dict.fromkeys(r["mode"] for r in rows))
     print(f"dataset {args.dataset}: {len(data.train_users):,} training sequences, SASRec {MODEL}")
     print("profiles:", args.profiles or "random unit vectors (speed only)")
-    print(f"{'mode':26s} {'baseline seq/s':>15s} {'distilled seq/s':>16s} {'overhead':>9s} {'vs single':>10s}")
+    print(
+        f"{'mode':26s} {'baseline seq/s':>15s} {'distilled seq/s':>16s} {'overhead':>9s} {'vs single':>10s}"
+    )
     single = by[("single process", "baseline")]
     summary = []
     for m in modes:
         b, dd = by[(m, "baseline")], by[(m, "distilled")]
         overhead = b / dd - 1
-        summary.append({"mode": m, "baseline": b, "distilled": dd, "distill_overhead": overhead, "baseline_vs_single": b / single})
+        summary.append(
+            {
+                "mode": m,
+                "baseline": b,
+                "distilled": dd,
+                "distill_overhead": overhead,
+                "baseline_vs_single": b / single,
+            }
+        )
         print(f"{m:26s} {b:15.0f} {dd:16.0f} {overhead:9.1%} {b / single:10.2f}")
-    out = {"benchmark": "train_throughput", "dataset": args.dataset, "model": MODEL, "distill": DISTILL,
-           "profiles": args.profiles or "random-unit-vectors", "rows": summary}
+    out = {
+        "benchmark": "train_throughput",
+        "dataset": args.dataset,
+        "model": MODEL,
+        "distill": DISTILL,
+        "profiles": args.profiles or "random-unit-vectors",
+        "epochs": args.epochs,
+        "rows": summary,
+        "date": time.strftime("%Y-%m-%d"),
+        "cpu_count": os.cpu_count(),
+    }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2))
     print(f"wrote {args.json}")

@@ -43,7 +43,7 @@ def model_path() -> str:
 
 
 class ScriptedLLM:
-    """User 1 loops then recovers, 2 stays empty, 3 always hits max_tokens, 4 is fine."""
+    """User 1 loops then recovers, 2 stays empty, 3 hits max_tokens then loops, 4 is fine."""
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         out = []
@@ -59,8 +59,10 @@ class ScriptedLLM:
                 text = "I like movies.\nI like movies.\nI like movies.\nI like movies.\nI like movies."
             elif u == 2:
                 text = "  "
-            elif u == 3:
+            elif u == 3 and a == 0:
                 finish = "length"
+            elif u == 3:
+                text = "Drama. " * 30
             out.append(
                 {k: r[k] for k in ("user_id", "key", "attempt", "seed", "n_history", "prompt_tokens")}
                 | {"output_tokens": 40, "text": text, "finish": finish, "error": ""}
@@ -94,7 +96,13 @@ def test_bad_outputs_flagged_retried_counted_never_dropped(ray_local, model_path
     assert sorted(by_user) == [1, 2, 3, 4]  # nobody dropped
     assert (by_user[1]["status"], by_user[1]["attempts"]) == ("ok", 2)
     assert (by_user[2]["status"], by_user[2]["attempts"], by_user[2]["reason"]) == ("failed", 2, "empty")
-    assert (by_user[3]["status"], by_user[3]["attempts"]) == ("truncated", 2)
+    # The looping retry does not replace user 3's usable (truncated) first answer.
+    assert (by_user[3]["status"], by_user[3]["attempts"], by_user[3]["reason"]) == (
+        "truncated",
+        2,
+        "hit max_tokens",
+    )
+    assert "likes anime" in by_user[3]["profile"] and "Drama. Drama." not in by_user[3]["profile"]
     assert (by_user[4]["status"], by_user[4]["attempts"]) == ("ok", 1)
     assert res.counts == {"ok": 2, "truncated": 1, "failed": 1}
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

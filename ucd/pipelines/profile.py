@@ -327,10 +327,27 @@ def _embed_missing(finals: pa.Table, cfg: ProfileJobConfig, identity: str) -> pa
 
 def _assemble(ctx: _Ctx, store: ShardStore, users: list[int], out: Path, run_fp: str, log) -> dict[str, Any]:
     cfg, prepared = ctx.cfg, ctx.prepared
+    selected = pa.array(users, pa.int32())
     latest = store.latest()
-    latest = latest.filter(pc.is_in(latest.column("user_id"), value_set=pa.array(users, pa.int32())))
-    # Tokens that went into each profile (all its chunk/merge requests, last attempt each).
-    tok = latest.group_by("user_id").aggregate([("prompt_tokens", "sum"), ("output_tokens", "sum")])
+    latest = latest.filter(pc.is_in(latest.column("user_id"), value_set=selected))
+    n_attempts = {
+        u: a + 1
+        for u, k, a in zip(
+            *(latest.column(c).to_pylist() for c in ("user_id", "key", "attempt")), strict=True
+        )
+        if k == "final"
+    }
+    best = store.best()
+    best = best.filter(pc.is_in(best.column("user_id"), value_set=selected))
+    # The profile is the best final answer; chunk profiles feeding it are their last attempts.
+    chosen = pa.concat_tables(
+        [
+            latest.filter(pc.not_equal(latest.column("key"), "final")),
+            best.filter(pc.equal(best.column("key"), "final")),
+        ]
+    )
+    # Tokens that went into each profile (all its chunk/merge requests).
+    tok = chosen.group_by("user_id").aggregate([("prompt_tokens", "sum"), ("output_tokens", "sum")])
     tok_map = {
         u: (p, o)
         for u, p, o in zip(
@@ -338,7 +355,7 @@ def _assemble(ctx: _Ctx, store: ShardStore, users: list[int], out: Path, run_fp:
             strict=True,
         )
     }
-    finals = latest.filter(pc.equal(latest.column("key"), "final")).sort_by("user_id")
+    finals = best.filter(pc.equal(best.column("key"), "final")).sort_by("user_id")
     got = finals.column("user_id").to_pylist()
     if sorted(got) != sorted(users) or len(set(got)) != len(got):
         raise RuntimeError(
@@ -349,7 +366,6 @@ def _assemble(ctx: _Ctx, store: ShardStore, users: list[int], out: Path, run_fp:
 
     model = model_name(cfg.llm.model)
     n = finals.num_rows
-    attempts = finals.column("attempt").to_pylist()
     profiles = pa.table(
         {
             "user_id": finals.column("user_id"),
@@ -362,7 +378,7 @@ def _assemble(ctx: _Ctx, store: ShardStore, users: list[int], out: Path, run_fp:
             "prompt_version": pa.array([ctx.tpl.version] * n, pa.string()),
             "created_at": finals.column("created_at"),
             "reason": finals.column("reason"),
-            "attempts": pa.array([a + 1 for a in attempts], pa.int32()),
+            "attempts": pa.array([n_attempts[u] for u in got], pa.int32()),
         }
     )
     meta = {
