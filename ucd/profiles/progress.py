@@ -83,7 +83,7 @@ class Progress:
             f"[profile] users done {s['users_done']}/{s['users_total']} ({pct:.1f}%) | "
             f"round {s['round']}: {s['round_answered']}/{s['round_users']} answered, ETA {_fmt_eta(round_eta)} | "
             f"{s['users_per_s']:.2f} users/s | prompt {s['prompt_tokens_per_s']:.0f} tok/s | "
-            f"output {s['output_tokens_per_s']:.0f} tok/s | ETA {_fmt_eta(eta)}"
+            f"output {s['output_tokens_per_s']:.0f} tok/s | overall ETA {_fmt_eta(eta)}"
         )
         if self.path is not None:
             tmp = self.path.with_suffix(".tmp")
