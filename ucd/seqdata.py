@@ -160,7 +160,7 @@ class ProfileTable:
         if users.max() > n_users or users.min() < 1:
             raise DataError(f"{path}: user_id outside 1..{n_users}; were they built from another dataset?")
         flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        vecs = np.asarray(flat, dtype=np.float32).reshape(-1, dim)
+        vecs = np.array(flat, dtype=np.float32).reshape(-1, dim)  # a writable copy for torch
         if coverage < 1.0:
             rng = np.random.default_rng(seed)
             keep = rng.permutation(len(users))[: int(round(coverage * len(users)))]

@@ -163,7 +163,9 @@ def train_epoch(
     distilling = cfg.distill.enabled and epoch < cfg.distill.epochs
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch * 10 + rank)
     bs = cfg.optim.batch_size
-    sums = {"loss": 0.0, "rec_loss": 0.0, "distill_loss": 0.0, "beta": 0.0}
+    # Sums stay on the device until the epoch ends: a float() per batch would make the host
+    # wait for the GPU at every step.
+    sums = {k: torch.zeros((), device=device) for k in ("loss", "rec_loss", "distill_loss", "beta")}
     n_batches = 0
     for start in range(0, len(order), bs):
         idx = torch.from_numpy(order[start : start + bs])
@@ -180,13 +182,13 @@ def train_epoch(
         if cfg.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip)
         optimizer.step()
-        sums["loss"] += float(loss.detach())
-        sums["rec_loss"] += float(l_rec.detach())
+        sums["loss"] += loss.detach()
+        sums["rec_loss"] += l_rec.detach()
         if l_d is not None:
-            sums["distill_loss"] += float(l_d.detach())
-            sums["beta"] += float(distill_beta(l_rec, l_d, cfg.distill))
+            sums["distill_loss"] += l_d.detach()
+            sums["beta"] += distill_beta(l_rec, l_d, cfg.distill)
         n_batches += 1
-    out = {k: v / max(n_batches, 1) for k, v in sums.items()}
+    out = {k: float(v) / max(n_batches, 1) for k, v in sums.items()}
     out["batches"] = n_batches
     out["distilling"] = float(distilling)
     if not math.isfinite(out["loss"]):
