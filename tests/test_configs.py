@@ -34,6 +34,15 @@ def test_unknown_key_names_its_path(tmp_path):
         build_config(TrainConfig, None, ["epochs"])
 
 
+def test_llm_env_overrides_are_text():
+    from ucd.profiles.config import load_profile_config
+
+    cfg = load_profile_config(None, ["llm.env.VLLM_CPU_KVCACHE_SPACE=4", "llm.env.SOME_FLAG=true"])
+    assert cfg.llm.env["VLLM_CPU_KVCACHE_SPACE"] == "4"
+    assert cfg.llm.env["SOME_FLAG"] == "true"
+    assert cfg.llm.env["VLLM_LOGGING_LEVEL"] == "ERROR"  # cpu.yaml's other entries stay
+
+
 def test_cluster_yaml_against_ray_schema():
     from ray.autoscaler._private.util import prepare_config, validate_config
 

@@ -280,7 +280,9 @@ def test_trimming_shared_left_padding_changes_nothing():
 
     torch.manual_seed(0)
     for kind in ("sasrec", "bert4rec"):
-        model = build_student(StudentConfig(kind=kind, n_items=30, max_len=12, hidden=16, n_heads=2, dropout=0.0))
+        model = build_student(
+            StudentConfig(kind=kind, n_items=30, max_len=12, hidden=16, n_heads=2, dropout=0.0)
+        )
         model.eval()
         x = torch.zeros(3, 12, dtype=torch.long)
         x[0, -4:] = torch.tensor([3, 4, 5, 6])

@@ -140,11 +140,34 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
         assert "connected to Ray at" in r.stdout  # it ran on the submitted-to cluster
         # Then the training job on the same head, distilling from the profiles just written.
         train = [
-            str(bin_dir / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", ".",
-            "--", "python", "jobs/train.py", "--config", "configs/train/ml-100k-sasrec-distill.yaml",
-            "--data", str(ml100k_loo), "--profiles", str(out), "--set", "epochs=2", "--set", "ray.num_workers=1",
-            "--set", "model.max_len=20", "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-            "--set", f"ray.storage_path={tmp_path / 'ray'}", "--set", f"output={tmp_path / 'model'}",
+            str(bin_dir / "ray"),
+            "job",
+            "submit",
+            "--address",
+            f"http://127.0.0.1:{dash}",
+            "--working-dir",
+            ".",
+            "--",
+            "python",
+            "jobs/train.py",
+            "--config",
+            "configs/train/ml-100k-sasrec-distill.yaml",
+            "--data",
+            str(ml100k_loo),
+            "--profiles",
+            str(out),
+            "--set",
+            "epochs=2",
+            "--set",
+            "ray.num_workers=1",
+            "--set",
+            "model.max_len=20",
+            "--set",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            "--set",
+            f"ray.storage_path={tmp_path / 'ray'}",
+            "--set",
+            f"output={tmp_path / 'model'}",
         ]
         r = _submit(train, env, 480)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -164,8 +187,11 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = {r.data.tags.get("mlflow.runName"): r for e in client.search_experiments()
-            for r in client.search_runs([e.experiment_id])}
+    runs = {
+        r.data.tags.get("mlflow.runName"): r
+        for e in client.search_experiments()
+        for r in client.search_runs([e.experiment_id])
+    }
     assert "profile-ml-100k" in runs
     train_run = runs["ml-100k-sasrec-distill-cosine-s42"]
     assert train_run.info.status == "FINISHED"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ucd.config import Strict, build_config
 from ucd.tracking import TrackingConfig
@@ -95,6 +95,15 @@ class LLMConfig(Strict):
     # Set in the LLM workers; "all" as VLLM_CPU_OMP_THREADS_BIND means every local core
     # (fastest on an idle machine), "auto" is vLLM's own choice (one core of two).
     env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_as_text(cls, v: Any) -> Any:
+        # Environment values are text; YAML and --set read `VLLM_CPU_KVCACHE_SPACE=4` as a number.
+        if isinstance(v, dict):
+            return {k: str(x).lower() if isinstance(x, bool) else str(x) for k, x in v.items()}
+        return v
+
     # openai backend: base URL (http://host:port/v1), key from this env var, pacing.
     api_base: str = ""
     api_key_env: str = "OPENAI_API_KEY"
