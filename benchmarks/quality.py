@@ -31,8 +31,14 @@ import yaml
 from ucd import schema
 from ucd.config import build_config, default_data_dir
 from ucd.data.prepare import prepare_named
-from ucd.pipelines.evaluate import EvalResult, compare, evaluate_most_popular, format_comparison
-from ucd.seqdata import ProfileTable, SequenceData
+from ucd.pipelines.evaluate import (
+    EvalResult,
+    compare,
+    evaluate_most_popular,
+    evaluate_profile_only_reference,
+    format_comparison,
+)
+from ucd.seqdata import SequenceData
 from ucd.training import TrainConfig
 
 ABLATIONS: dict[str, list[str]] = {
@@ -77,7 +83,12 @@ def template_embeddings(prepared: Path, out: Path) -> Path:
             "model": pa.array(["template+all-minilm-l6-v2"] * len(users)),
         }
     )
-    meta = {"dataset": data.dataset, "data_fingerprint": data.fingerprint, "profile_source": "template"}
+    meta = {
+        "dataset": data.dataset,
+        "data_fingerprint": data.fingerprint,
+        "profile_source": "template",
+        "embed_model": "all-minilm-l6-v2",
+    }
     schema.write_table(
         table, path, "profile_embeddings", meta, schema=schema.profile_embeddings_schema(vecs.shape[1])
     )
@@ -179,22 +190,8 @@ def run_block(
 
     variants["most-popular"] = [evaluate_most_popular(data)]
     if primary in sources:
-        from ucd.embed.embedder import Embedder
-        from ucd.reference import evaluate_profile_only, item_text_embeddings
-
-        table = ProfileTable.load(sources[primary], data.n_users)
-        items = item_text_embeddings(prepared, Embedder("all-minilm-l6-v2"))
-        if items.shape[1] == table.dim:
-            ev = evaluate_profile_only(data.test, table.vectors, table.has, items)
-            variants[f"profile-only[{primary}]"] = [
-                EvalResult(
-                    "profile-only",
-                    ev.compute(),
-                    {k: v.numpy() for k, v in ev.per_user().items()},
-                    users,
-                    False,
-                )
-            ]
+        name = f"profile-only[{primary}]"
+        variants[name] = [evaluate_profile_only_reference(prepared, data, sources[primary], name=name)]
     report = compare(variants)
     distill_epochs = build_config(TrainConfig, cfg_path, common).distill.epochs
     report.update(

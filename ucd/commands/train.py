@@ -44,8 +44,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_only_specs(specs: list[str] | None) -> list[tuple[str, str]]:
+    out = []
+    for spec in specs or []:
+        name, sep, path = spec.partition("=")
+        out.append((f"profile-only[{name}]", path) if sep else ("profile-only", name))
+    return out
+
+
 def _evaluate(args: argparse.Namespace) -> int:
-    from ucd.pipelines.evaluate import compare, evaluate_model, evaluate_most_popular, format_comparison
+    from ucd.pipelines.evaluate import (
+        compare,
+        evaluate_model,
+        evaluate_most_popular,
+        evaluate_profile_only_reference,
+        format_comparison,
+    )
     from ucd.seqdata import SequenceData
 
     data = SequenceData.load(args.data)
@@ -62,6 +76,10 @@ def _evaluate(args: argparse.Namespace) -> int:
             ]
         if args.most_popular:
             variants["most-popular"] = [evaluate_most_popular(data, args.split, args.exclude_seen)]
+        for name, path in _profile_only_specs(args.profile_only):
+            variants[name] = [
+                evaluate_profile_only_reference(args.data, data, path, args.split, args.exclude_seen, name)
+            ]
         report = compare(variants)
         print(format_comparison(report))
         if args.out:
@@ -70,10 +88,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     results = [evaluate_model(m, data, args.split, args.exclude_seen) for m in args.model or []]
     if args.most_popular:
         results.append(evaluate_most_popular(data, args.split, args.exclude_seen))
+    for name, path in _profile_only_specs(args.profile_only):
+        results.append(
+            evaluate_profile_only_reference(args.data, data, path, args.split, args.exclude_seen, name)
+        )
     if not results:
         from ucd.errors import ConfigError
 
-        raise ConfigError("nothing to evaluate: pass --model, --compare or --most-popular")
+        raise ConfigError("nothing to evaluate: pass --model, --compare, --most-popular or --profile-only")
     out = {r.name: r.metrics for r in results}
     print(json.dumps({"split": args.split, "exclude_seen": args.exclude_seen, "results": out}, indent=2))
     if args.out:
@@ -110,6 +132,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="variants (seeds comma-separated); the first is the baseline",
     )
     p.add_argument("--most-popular", action="store_true", help="add the most-popular reference")
+    p.add_argument(
+        "--profile-only",
+        action="append",
+        metavar="[NAME=]PROFILES",
+        help="add the profile-only reference: cosine between each user's profile vector "
+        "(profile_embeddings.parquet or its folder) and the items' text vectors; repeatable",
+    )
     p.add_argument("--split", default="test", choices=["valid", "test"])
     p.add_argument("--exclude-seen", action="store_true", help="remove history items from the ranking")
     p.add_argument("--out", help="write the report as JSON")

@@ -70,6 +70,37 @@ def evaluate_most_popular(data: SequenceData, split: str = "test", exclude_seen:
     return _result("most-popular", ev, rows, exclude_seen)
 
 
+def evaluate_profile_only_reference(
+    prepared: str | Path,
+    data: SequenceData,
+    profiles: str | Path,
+    split: str = "test",
+    exclude_seen: bool = False,
+    name: str = "profile-only",
+) -> EvalResult:
+    """Items ranked by cosine between each user's profile vector and the items' text vectors,
+    the latter embedded by the embedder the profile table records (``embed_model``)."""
+    from ucd import schema
+    from ucd.embed.embedder import Embedder
+    from ucd.errors import DataError
+    from ucd.reference import evaluate_profile_only, item_text_embeddings
+    from ucd.seqdata import ProfileTable
+
+    path = Path(profiles)
+    path = path / "profile_embeddings.parquet" if path.is_dir() else path
+    meta = schema.read_meta(path)
+    embedder = meta.get("embed_model")
+    if not embedder:
+        raise DataError(f"{path}: the metadata does not say which embedder made the vectors (embed_model)")
+    if (meta.get("reduction") or {}).get("method", "none") != "none":
+        raise DataError(f"{path}: vectors were reduced ({meta['reduction']}); item texts cannot be compared")
+    table = ProfileTable.load(path, data.n_users, expected_fingerprint=data.fingerprint)
+    items = item_text_embeddings(prepared, Embedder(embedder))
+    rows = _rows(data, split)
+    ev = evaluate_profile_only(rows, table.vectors, table.has, items, exclude_seen)
+    return _result(name, ev, rows, exclude_seen)
+
+
 def compare(variants: dict[str, list[EvalResult]], metric: str = "ndcg@10") -> dict:
     """Mean ± std over seeds per variant, change vs the first variant, paired test over users.
 
