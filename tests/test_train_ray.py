@@ -64,6 +64,26 @@ def test_two_workers_learn_and_beat_most_popular(trained, ml100k_loo):
     assert res.test["test_n_users"] == 943 and res.test["test_ndcg@10"] > 0
 
 
+def test_evaluate_cli_compares_variants(trained, ml100k_loo, tmp_path):
+    import json
+
+    from ucd.cli import main
+
+    _, res = trained
+    model = str(res.model_dir)
+    out, md = tmp_path / "cmp.json", tmp_path / "cmp.md"
+    args = ["evaluate", "--data", str(ml100k_loo), "--compare", f"a={model}", f"b={model},{model}"]
+    assert main([*args, "--most-popular", "--out", str(out), "--md", str(md)]) == 0
+    report = json.loads(out.read_text())
+    assert report["baseline"] == "a" and report["models"] == {"a": [model], "b": [model, model]}
+    ndcg = {r["run"]: r for r in report["rows"] if r["metric"] == "ndcg@10"}
+    assert ndcg["a"]["mean"] == pytest.approx(res.test["test_ndcg@10"]) and ndcg["b"]["n"] == 2
+    assert report["paired_tests"]["b"]["p_value"] == 1.0  # the same model: no difference
+    assert report["paired_tests"]["most-popular"]["n"] == 943
+    table = md.read_text()
+    assert table.startswith("| variant | n | ndcg@10") and "| most-popular | 1 |" in table
+
+
 def test_mlflow_round_trip_same_top10(trained, ml100k_loo):
     import mlflow
 

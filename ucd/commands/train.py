@@ -81,9 +81,15 @@ def _evaluate(args: argparse.Namespace) -> int:
                 evaluate_profile_only_reference(args.data, data, path, args.split, args.exclude_seen, name)
             ]
         report = compare(variants)
-        print(format_comparison(report))
+        report["models"] = {
+            spec.partition("=")[0]: spec.partition("=")[2].split(",") for spec in args.compare
+        }
+        table = format_comparison(report)
+        print(table)
         if args.out:
             Path(args.out).write_text(json.dumps(report, indent=2))
+        if args.md:
+            Path(args.md).write_text(table + "\n")
         return 0
     results = [evaluate_model(m, data, args.split, args.exclude_seen) for m in args.model or []]
     if args.most_popular:
@@ -142,6 +148,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["valid", "test"])
     p.add_argument("--exclude-seen", action="store_true", help="remove history items from the ranking")
     p.add_argument("--out", help="write the report as JSON")
+    p.add_argument("--md", help="with --compare: also write the table as Markdown")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("registry", help="MLflow model registry")
