@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import yaml
 
 from ucd import schema
@@ -69,30 +68,9 @@ def template_embeddings(prepared: Path, out: Path) -> Path:
     path = out / "profile_embeddings.parquet"
     if path.exists():
         return path
-    from ucd.embed.embedder import Embedder
-    from ucd.reference import template_profiles
+    from ucd.reference import write_template_embeddings
 
-    texts = template_profiles(prepared)
-    users = sorted(texts)
-    vecs = Embedder("all-minilm-l6-v2").embed([texts[u] for u in users])
-    data = SequenceData.load(prepared)
-    table = pa.table(
-        {
-            "user_id": pa.array(users, pa.int32()),
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), vecs.shape[1]),
-            "model": pa.array(["template+all-minilm-l6-v2"] * len(users)),
-        }
-    )
-    meta = {
-        "dataset": data.dataset,
-        "data_fingerprint": data.fingerprint,
-        "profile_source": "template",
-        "embed_model": "all-minilm-l6-v2",
-    }
-    schema.write_table(
-        table, path, "profile_embeddings", meta, schema=schema.profile_embeddings_schema(vecs.shape[1])
-    )
-    return path
+    return write_template_embeddings(prepared, path)
 
 
 def train_cached(cfg: TrainConfig, cache: Path, label: str) -> dict:

@@ -102,16 +102,11 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
     out = tmp_path / "out"
     try:
         _wait_http(f"http://127.0.0.1:{dash}/api/version", 180)
+        # What users run: `ray job submit` with the repo as working dir, against the head.
+        submit = [str(bin_dir / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}"]
+        submit += ["--working-dir", ".", "--", "python"]
         cmd = [
-            str(bin_dir / "ray"),
-            "job",
-            "submit",
-            "--address",
-            f"http://127.0.0.1:{dash}",
-            "--working-dir",
-            ".",
-            "--",
-            "python",
+            *submit,
             "jobs/profile.py",
             "--data",
             str(ml100k_loo),
@@ -140,15 +135,7 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
         assert "connected to Ray at" in r.stdout  # it ran on the submitted-to cluster
         # Then the training job on the same head, distilling from the profiles just written.
         train = [
-            str(bin_dir / "ray"),
-            "job",
-            "submit",
-            "--address",
-            f"http://127.0.0.1:{dash}",
-            "--working-dir",
-            ".",
-            "--",
-            "python",
+            *submit,
             "jobs/train.py",
             "--config",
             "configs/train/ml-100k-sasrec-distill.yaml",

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from ucd.reference import evaluate_profile_only, template_profiles
+from ucd.reference import evaluate_profile_only, template_profiles, write_template_embeddings
 from ucd.seqdata import SplitRows
 
 
@@ -38,29 +38,17 @@ def test_profile_only_ranks_by_cosine_and_misses_without_profile():
     assert ev.per_user()["rank"].tolist() == [0, 1, 1]  # the seen item above the target is gone
 
 
-def _template_table(prepared, path, **meta_extra):
-    import pyarrow as pa
-
+def _with_meta(src, dst, drop=(), **extra):
+    """A copy of a profile_embeddings table whose metadata lacks ``drop`` and adds ``extra``."""
     from ucd import schema
-    from ucd.embed.embedder import Embedder
-    from ucd.seqdata import SequenceData
 
-    texts = template_profiles(prepared)
-    users = sorted(texts)
-    vecs = Embedder("all-minilm-l6-v2").embed([texts[u] for u in users])
-    data = SequenceData.load(prepared)
-    table = pa.table(
-        {
-            "user_id": pa.array(users, pa.int32()),
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), vecs.shape[1]),
-            "model": pa.array(["template"] * len(users)),
-        }
-    )
-    meta = {"dataset": data.dataset, "data_fingerprint": data.fingerprint, **meta_extra}
+    meta = {k: v for k, v in schema.read_meta(src).items() if k not in (*drop, "table", "schema_version")}
+    table = schema.read_table(src, "profile_embeddings")
+    dim = table.schema.field("embedding").type.list_size
     schema.write_table(
-        table, path, "profile_embeddings", meta, schema=schema.profile_embeddings_schema(vecs.shape[1])
+        table, dst, "profile_embeddings", {**meta, **extra}, schema=schema.profile_embeddings_schema(dim)
     )
-    return path
+    return dst
 
 
 def test_evaluate_cli_profile_only_reference_on_real_data(ml100k_loo, tmp_path, capsys):
@@ -68,7 +56,7 @@ def test_evaluate_cli_profile_only_reference_on_real_data(ml100k_loo, tmp_path, 
 
     from ucd.cli import main
 
-    good = _template_table(ml100k_loo, tmp_path / "t.parquet", embed_model="all-minilm-l6-v2")
+    good = write_template_embeddings(ml100k_loo, tmp_path / "t.parquet")
     out = tmp_path / "eval.json"
     rc = main(
         [
@@ -90,15 +78,10 @@ def test_evaluate_cli_profile_only_reference_on_real_data(ml100k_loo, tmp_path, 
     assert ref["ndcg@10"] > 0.007, ref
     assert ref["ndcg@10"] != res["most-popular"]["ndcg@10"]
 
-    no_embedder = _template_table(ml100k_loo, tmp_path / "n.parquet")
+    no_embedder = _with_meta(good, tmp_path / "n.parquet", drop=("embed_model",))
     capsys.readouterr()
     assert main(["evaluate", "--data", str(ml100k_loo), "--profile-only", str(no_embedder)]) == 2
     assert "n.parquet: the metadata does not say which embedder" in capsys.readouterr().err
-    reduced = _template_table(
-        ml100k_loo,
-        tmp_path / "r.parquet",
-        embed_model="all-minilm-l6-v2",
-        reduction={"method": "pca", "dim": 64},
-    )
+    reduced = _with_meta(good, tmp_path / "r.parquet", reduction={"method": "pca", "dim": 64})
     assert main(["evaluate", "--data", str(ml100k_loo), "--profile-only", str(reduced)]) == 2
     assert "r.parquet: vectors were reduced" in capsys.readouterr().err

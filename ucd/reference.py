@@ -19,7 +19,7 @@ import torch
 
 from ucd import schema
 from ucd.metrics import RankingEvaluator
-from ucd.seqdata import SplitRows, seen_items
+from ucd.seqdata import SequenceData, SplitRows, seen_items
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]{2,}")
 _STOP = {"the", "and", "for", "with", "oz", "fl", "pack", "of", "ounce", "ounces", "count", "set", "new"}
@@ -64,6 +64,35 @@ def template_profiles(prepared: str | Path, top: int = 5) -> dict[int, str]:
         parts = [f"{name} ({100 * c / total:.0f}%)" for name, c in counts.most_common(top)]
         out[user] = f"Top {kind}: " + (", ".join(parts) if parts else "none") + f". Items: {len(hist)}."
     return out
+
+
+def write_template_embeddings(
+    prepared: str | Path, path: str | Path, embedder: str = "all-minilm-l6-v2"
+) -> Path:
+    """Template profiles of every training user, embedded, as a ``profile_embeddings`` table
+    (a non-LLM profile source for ``ucd train --profiles`` and ``ucd evaluate --profile-only``)."""
+    from ucd.embed.embedder import Embedder
+
+    texts = template_profiles(prepared)
+    users = sorted(texts)
+    vecs = Embedder(embedder).embed([texts[u] for u in users])
+    data = SequenceData.load(prepared)
+    table = pa.table(
+        {
+            "user_id": pa.array(users, pa.int32()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), vecs.shape[1]),
+            "model": pa.array([f"template+{embedder}"] * len(users)),
+        }
+    )
+    meta = {
+        "dataset": data.dataset,
+        "data_fingerprint": data.fingerprint,
+        "profile_source": "template",
+        "embed_model": embedder,
+    }
+    return schema.write_table(
+        table, path, "profile_embeddings", meta, schema=schema.profile_embeddings_schema(vecs.shape[1])
+    )
 
 
 def item_text_embeddings(prepared: str | Path, embedder) -> np.ndarray:

@@ -64,15 +64,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     data = SequenceData.load(args.data)
     if args.compare:
-        variants = {}
+        variants, models = {}, {}
         for spec in args.compare:
             name, _, uris = spec.partition("=")
             if not uris:
                 from ucd.errors import ConfigError
 
                 raise ConfigError(f"--compare {spec!r}: expected NAME=MODEL[,MODEL...]")
+            models[name] = uris.split(",")
             variants[name] = [
-                evaluate_model(u, data, args.split, args.exclude_seen, name=name) for u in uris.split(",")
+                evaluate_model(u, data, args.split, args.exclude_seen, name=name) for u in models[name]
             ]
         if args.most_popular:
             variants["most-popular"] = [evaluate_most_popular(data, args.split, args.exclude_seen)]
@@ -81,9 +82,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 evaluate_profile_only_reference(args.data, data, path, args.split, args.exclude_seen, name)
             ]
         report = compare(variants)
-        report["models"] = {
-            spec.partition("=")[0]: spec.partition("=")[2].split(",") for spec in args.compare
-        }
+        report["models"] = models
         table = format_comparison(report)
         print(table)
         if args.out:
