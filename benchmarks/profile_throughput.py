@@ -8,7 +8,9 @@ Ray do not share a process well). Prints a table and writes JSON.
     .venv/bin/python benchmarks/profile_throughput.py --users 64 --max-tokens 64
 
 Startup is reported apart: (a) and (c) times are a whole pipeline round, which includes
-starting the engine inside its actor; (b) is shown with and without its engine start.
+starting the engine inside its actor (and importing vLLM there); (b) is shown with and
+without its start-up (``import vllm`` plus ``LLM(...)``). The pipeline's own stages (Ray start,
+time to the first result, assembly) are in the JSON's ``pipeline_stages``.
 """
 
 from __future__ import annotations
@@ -87,10 +89,13 @@ def part_bare(args) -> dict:
     os.environ.update(resolve_env(cfg.llm.env))
     engine = vllm_processor_kwargs(cfg.llm, p["model"])["engine_kwargs"]
     engine.pop("task_type", None)
+    # The pipeline's LLM actor imports vLLM inside its timed round, so bare vLLM's start-up
+    # counts the import too (about 10 s on 2 cores; left out before 2026-11-27).
+    t0 = time.perf_counter()
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    t0 = time.perf_counter()
+    imported = time.perf_counter() - t0
     llm = LLM(model=p["model"], **engine)
     start = time.perf_counter() - t0
     sp = SamplingParams(
@@ -104,6 +109,7 @@ def part_bare(args) -> dict:
     outs = llm.generate([TokensPrompt(prompt_token_ids=x) for x in p["prompt_ids"]], sp, use_tqdm=False)
     gen = time.perf_counter() - t1
     return {
+        "import_s": imported,
         "engine_start_s": start,
         "generate_s": gen,
         "prompt_tokens": sum(len(x) for x in p["prompt_ids"]),
@@ -131,6 +137,7 @@ def part_pipeline(args, backend: str) -> dict:
         "output_tokens": res.extra["progress"]["output_tokens"],
         "users": summary["users"],
         "counts": res.counts,
+        "stages": res.extra["stages"],
     }
 
 
@@ -230,8 +237,11 @@ def main() -> None:
         "max_tokens": args.max_tokens,
         "batch_size": args.batch_size,
         "prompt_tokens": bare["prompt_tokens"],
+        "vllm_import_s": round(bare["import_s"], 1),
         "engine_start_s": round(bare["engine_start_s"], 1),
         "pipeline_wall_s": round(pipe["wall_s"], 1),
+        # (a) is the pipeline's round: Ray's own start and the final assembly are listed here.
+        "pipeline_stages": pipe["stages"],
         "rows": rows,
         "ratios": ratios,
         "target": "a_over_b >= 0.85 (pipeline overhead under 15%); a_over_c well above 1",
@@ -245,6 +255,13 @@ def main() -> None:
         )
     for k, v in ratios.items():
         print(f"{k:28s} {v:.3f}")
+    st = pipe["stages"]
+    print(
+        f"bare vLLM: import {bare['import_s']:.1f}s, engine start {bare['engine_start_s']:.1f}s (incl. import), "
+        f"generate {bare['generate_s']:.1f}s | pipeline: ray start {st['ray_start_s']}s, round "
+        f"{st['rounds'][0]['seconds']}s (first result after {st['rounds'][0]['first_result_s']}s), "
+        f"assemble {st['assemble_s']}s"
+    )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.json}")

@@ -86,6 +86,8 @@ def train_cached(cfg: TrainConfig, cache: Path, label: str) -> dict:
         "label": label,
         "seed": cfg.seed,
         "seconds": time.perf_counter() - t,
+        # Wall time above is short for a run restored from its Ray checkpoint; this one is not.
+        "train_seconds": sum(h["train_seconds"] for h in res.history),
         "best_epoch": res.best_epoch,
         "epochs_run": len(res.history),
         "test": res.test,
@@ -105,8 +107,20 @@ def _as_eval(name: str, rec: dict, users: np.ndarray) -> EvalResult:
 
 
 def run_block(
-    ds: dict, protocol: str, student: str, cfg_path: str, bench: dict, out: Path, log=print
-) -> dict:
+    ds: dict,
+    protocol: str,
+    student: str,
+    cfg_path: str,
+    bench: dict,
+    out: Path,
+    log=print,
+    seeds: list[int] | None = None,
+) -> dict | None:
+    """Train (or find in the cache) every run of one block and compare them.
+
+    With ``seeds``, only those seeds' runs are trained and nothing is compared (None): a grid
+    split over parallel processes, reported afterwards by a run without ``seeds``.
+    """
     prepared = prepare_named(
         ds["name"],
         out / "data" / f"{ds['name']}-{protocol}",
@@ -135,37 +149,43 @@ def run_block(
                 template_embeddings(prepared, out / "profiles" / f"{ds['name']}-{protocol}-template")
             )
         else:
-            p = Path(str(path).format(protocol=protocol))
+            p = Path(str(path).format(protocol=protocol)).expanduser()
             if not (p / "profile_embeddings.parquet").exists() and not p.is_file():
                 log(f"[quality] skipping profile source {src}: {p} not found (run `ucd profile` first)")
                 continue
             sources[src] = str(p)
     primary = ds.get("primary_profiles", next(iter(sources), None))
     distill_on = ["distill.enabled=true"]
-    for seed in ds["seeds"]:
+    all_seeds = ds["seeds"]
+    # Ablations may use fewer seeds than the main comparison (each is a full grid column).
+    ablation_seeds = ds.get("ablation_seeds", all_seeds)
+    chosen = [s for s in all_seeds if seeds is None or s in seeds]
+    for seed in chosen:
         add("baseline", ["distill.enabled=false"], seed)
         for src, path in sources.items():
             add(f"distilled[{src}]", [*distill_on, f"profiles={path}"], seed)
-        if primary in sources:
+        if primary in sources and seed in ablation_seeds:
             for name in ds.get("ablations", []):
                 add(
                     f"{name} [{primary}]",
                     [*distill_on, f"profiles={sources[primary]}", *ABLATIONS[name]],
                     seed,
                 )
-    longest = (
-        max(r["epochs_run"] for n, rs in runs.items() if n != "baseline" for r in rs)
-        if len(runs) > 1
-        else None
-    )
+    # The budget of the longest distilled run; fixed in the config when seeds are split over
+    # processes, as each would otherwise see only its own runs.
+    longest = ds.get("same_budget_epochs")
+    if longest is None and seeds is None and len(runs) > 1:
+        longest = max(r["epochs_run"] for n, rs in runs.items() if n != "baseline" for r in rs)
     if longest:
-        for seed in ds["seeds"]:
+        for seed in chosen:
             add(
                 "baseline, same budget",
                 ["distill.enabled=false", f"epochs={longest}", f"patience={longest}"],
                 seed,
             )
 
+    if seeds is not None:
+        return None
     variants["most-popular"] = [evaluate_most_popular(data)]
     if primary in sources:
         name = f"profile-only[{primary}]"
@@ -179,7 +199,13 @@ def run_block(
         config=cfg_path,
         distill_epochs=distill_epochs,
         runs={
-            n: [{k: r[k] for k in ("seed", "seconds", "best_epoch", "epochs_run", "curves")} for r in rs]
+            n: [
+                {
+                    k: r.get(k)
+                    for k in ("seed", "seconds", "train_seconds", "best_epoch", "epochs_run", "curves")
+                }
+                for r in rs
+            ]
             for n, rs in runs.items()
         },
     )
@@ -198,6 +224,13 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="training-config override for every run, e.g. tracking.uri=sqlite:///q.db",
     )
+    ap.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        help="train only these seeds' runs and write no report (split a grid over processes; "
+        "a later run without --seeds reports from the cache)",
+    )
     args = ap.parse_args()
     bench = yaml.safe_load(Path(args.config).read_text())
     bench["train_overrides"] = [*bench.get("train_overrides", []), *args.overrides]
@@ -210,13 +243,18 @@ def main() -> None:
         for protocol in ds["protocols"]:
             for student, cfg_path in ds["students"].items():
                 print(f"\n### {ds['name']} / {protocol} / {student}")
-                report = run_block(ds, protocol, student, cfg_path, bench, out)
-                print(format_comparison(report))
-                blocks.append(report)
+                report = run_block(ds, protocol, student, cfg_path, bench, out, seeds=args.seeds)
+                if report is not None:
+                    print(format_comparison(report))
+                    blocks.append(report)
+    if args.seeds is not None:
+        print(f"trained seeds {args.seeds}; their records are in {out}/runs")
+        return
     command = " ".join(
         ["benchmarks/quality.py", "--config", args.config, *(f"--set {o}" for o in args.overrides)]
     )
-    (out / "quality.json").write_text(
+    name = bench.get("report", "quality")
+    (out / f"{name}.json").write_text(
         json.dumps(
             {"date": time.strftime("%Y-%m-%d"), "config": args.config, "command": command, "blocks": blocks},
             indent=2,
@@ -227,9 +265,10 @@ def main() -> None:
         md.append(f"**{b['dataset']} / {b['protocol']} / {b['student']}** (`{b['config']}`)\n")
         md.append(format_comparison(b) + "\n")
         md.append(training_table(b) + "\n")
-    (out / "quality.md").write_text("\n".join(md))
-    _plot(blocks, out / "gains.png")
-    print(f"wrote {out}/quality.json, quality.md, gains.png")
+    (out / f"{name}.md").write_text("\n".join(md))
+    plot = "gains.png" if name == "quality" else f"{name}-gains.png"
+    _plot(blocks, out / plot)
+    print(f"wrote {out}/{name}.json, {name}.md, {plot}")
 
 
 def _at(curve: list[float], epoch: int) -> float:
@@ -247,7 +286,7 @@ def training_table(block: dict) -> str:
     marks = sorted({m for m in (5, 10, e) if m <= e})
     head = [
         "variant",
-        "minutes / run",
+        "train minutes / run",
         "best epoch",
         "epochs run",
         *[f"val NDCG@10, epoch {m}" for m in marks],
@@ -257,7 +296,7 @@ def training_table(block: dict) -> str:
     for name, runs in block["runs"].items():
         cells = [
             name,
-            _ms([r["seconds"] / 60 for r in runs], ".1f"),
+            _ms([(r.get("train_seconds") or r["seconds"]) / 60 for r in runs], ".1f"),
             _ms([r["best_epoch"] for r in runs], ".0f"),
             _ms([r["epochs_run"] for r in runs], ".0f"),
         ]
@@ -266,7 +305,8 @@ def training_table(block: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(
         f"\nDistillation is on for the first {e} epochs of the distilled runs; the baseline's columns "
-        "are the same epochs of its own run (mean ± std over seeds)."
+        "are the same epochs of its own run (mean ± std over seeds). Train minutes: the epochs' "
+        "training time, validation excluded."
     )
     return "\n".join(lines)
 

@@ -110,6 +110,9 @@ def test_bad_outputs_flagged_retried_counted_never_dropped(ray_local, model_path
     prog = json.loads((tmp_path / "out" / "progress.json").read_text())
     assert (prog["round"], prog["round_users"], prog["round_answered"], prog["users_done"]) == (2, 3, 3, 4)
     assert summary["retried_requests"] == 3 and summary["counts"] == res.counts
+    stages = summary["stages"]
+    assert [r["first_result_s"] <= r["seconds"] for r in stages["rounds"]] == [True, True]
+    assert stages["ray_start_s"] >= 0 and stages["assemble_s"] > 0
     meta = read_meta(res.profiles)
     assert meta["dataset"] == "tiny" and meta["prompt_version"] == "movies-structured-v1"
     assert meta["model"] == model_path and meta["fingerprint"] == res.run_fingerprint
@@ -201,3 +204,21 @@ def test_sigkill_midway_then_rerun_gives_every_user_once(ray_local, model_path, 
     assert len(ident) == len(set(ident)), "a request was executed twice"
     assert before <= {p.name for p in out.glob("shards/*/part-*.parquet")}  # killed run's work kept
     assert json.loads((out / "progress.json").read_text())["users_done"] == 6
+
+
+def test_progress_file_is_replaced_when_a_round_starts(tmp_path):
+    from ucd.profiles.progress import Progress
+
+    path = tmp_path / "progress.json"
+    path.write_text(json.dumps({"round": 1, "users_done": 336}))  # a previous run's last state
+    lines: list[str] = []
+    prog = Progress(943, 336, path, lines.append)
+    prog.start_round(607)
+    state = json.loads(path.read_text())
+    assert (state["round"], state["round_users"], state["round_answered"], state["users_done"]) == (
+        1,
+        607,
+        0,
+        336,
+    )
+    assert lines and "round 1: 0/607 answered" in lines[-1]

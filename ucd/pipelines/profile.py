@@ -221,10 +221,18 @@ def _llm_stage(ds, cfg: ProfileJobConfig, model_path: str, eos_ids: set[int], ge
     )
 
 
-def _run_round(ctx: _Ctx, state: pa.Table, progress: Progress, writer: ShardWriter) -> int:
-    """One streaming pass; returns the number of result rows written."""
+def _run_round(
+    ctx: _Ctx, state: pa.Table, progress: Progress, writer: ShardWriter
+) -> tuple[int, float | None]:
+    """One streaming pass; returns the result rows written and the seconds to the first result.
+
+    The first result waits for every actor of the round (request builder, LLM engine, embedder)
+    to start, so that delay is the round's start-up cost: it is reported apart from the rest.
+    """
     import ray
 
+    t0 = time.monotonic()
+    first: float | None = None
     cfg = ctx.cfg
     step = max(1, cfg.llm.batch_size)
     blocks = [state.slice(i, step) for i in range(0, state.num_rows, step)]
@@ -259,6 +267,8 @@ def _run_round(ctx: _Ctx, state: pa.Table, progress: Progress, writer: ShardWrit
     n = 0
     retries = cfg.checks.retries
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
+        if first is None:
+            first = round(time.monotonic() - t0, 2)
         writer.add(batch)
         n += batch.num_rows
         keys = batch.column("key").to_pylist()
@@ -277,7 +287,7 @@ def _run_round(ctx: _Ctx, state: pa.Table, progress: Progress, writer: ShardWrit
             int(pc.sum(batch.column("output_tokens")).as_py() or 0),
         )
     writer.flush()
-    return n
+    return n, first
 
 
 @dataclass
@@ -512,9 +522,13 @@ def run_profile_job(
         "reduce": cfg.embed.reduce.method,
     }
     started_ray = False
+    # Where the wall time goes (start-up costs apart from generation): summary.json "stages".
+    stages: dict[str, Any] = {"setup_s": round(time.monotonic() - t_start, 2)}
     with tracking.run(cfg.tracking, run_name=f"profile-{prepared.dataset}", params=params) as active:
         try:
+            t = time.monotonic()
             started_ray = ensure_ray(cfg.ray, log)
+            stages["ray_start_s"] = round(time.monotonic() - t, 2)
             ray.data.DataContext.get_current().enable_progress_bars = False
             retries = cfg.checks.retries
             done = _done_map(store.latest())
@@ -528,24 +542,30 @@ def run_profile_job(
             max_rounds = (cfg.chunking.max_chunks + 1) * (retries + 1) + 2
             rounds = 0
             round_seconds: list[float] = []
+            stages["rounds"] = []
             while pending:
                 if rounds >= max_rounds:
                     raise RuntimeError(f"internal: {len(pending)} users still pending after {rounds} rounds")
                 t_round = time.monotonic()
                 progress.start_round(len(pending))
-                rows = _run_round(ctx, _state_table(users_t, done, pending), progress, writer)
+                rows, first = _run_round(ctx, _state_table(users_t, done, pending), progress, writer)
                 rounds += 1
                 round_seconds.append(round(time.monotonic() - t_round, 2))
+                stages["rounds"].append({"seconds": round_seconds[-1], "first_result_s": first})
                 done = _done_map(store.latest())
                 pending = [u for u in users if not settled(done.get(u, {}).get("final"), retries)]
                 log(
                     f"[profile] round {rounds}: {rows} results in {time.monotonic() - t_round:.1f}s, {len(pending)} users pending"
                 )
                 progress.report()
+            t = time.monotonic()
             summary = _assemble(ctx, store, users, out, run_fp, log)
+            stages["assemble_s"] = round(time.monotonic() - t, 2)
         finally:
+            t = time.monotonic()
             if started_ray:
                 ray.shutdown()
+            stages["ray_shutdown_s"] = round(time.monotonic() - t, 2)
         finals = summary.pop("finals")
         snap = progress.snapshot()
         wall = time.monotonic() - t_start
@@ -561,6 +581,9 @@ def run_profile_job(
             "flagged_share": round(
                 (summary["counts"][FAILED] + summary["counts"][TRUNCATED]) / max(len(users), 1), 4
             ),
+            "ray_start_s": stages["ray_start_s"],
+            "assemble_s": stages["assemble_s"],
+            **({"first_result_s": stages["rounds"][0]["first_result_s"] or 0.0} if stages["rounds"] else {}),
         }
         record = {
             "run_fingerprint": run_fp,
@@ -572,6 +595,7 @@ def run_profile_job(
             "created_at": dt.datetime.now(dt.UTC).isoformat(),
             **{k: v for k, v in summary.items()},
             "metrics": metrics,
+            "stages": stages,
             "config": dump_config(cfg),
         }
         (out / "summary.json").write_text(json.dumps(record, indent=2, default=str))
@@ -592,6 +616,13 @@ def run_profile_job(
             f"truncated {c[TRUNCATED]} | failed {c[FAILED]} | retried requests {summary['retried_requests']} | "
             f"-> {out / 'profiles.parquet'}"
         )
+        log(
+            f"[profile] time: setup {stages['setup_s']}s, ray start {stages['ray_start_s']}s, rounds "
+            + ", ".join(
+                f"{r['seconds']}s (first result after {r['first_result_s']}s)" for r in stages["rounds"]
+            )
+            + f", assemble {stages['assemble_s']}s"
+        )
     return ProfileResult(
         out=out,
         profiles=out / "profiles.parquet",
@@ -604,6 +635,7 @@ def run_profile_job(
         extra={
             **{k: summary[k] for k in ("reasons", "embedded_users", "embedding_dim", "reduction")},
             "round_seconds": round_seconds,
+            "stages": stages,
             "progress": snap,
         },
     )

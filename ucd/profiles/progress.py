@@ -37,6 +37,9 @@ class Progress:
         self.round += 1
         self.round_users, self.round_answered = n_users, 0
         self.round_t0 = time.monotonic()
+        # A round's first results wait for its actors and engine to start (minutes for a large
+        # model): say at once that it began, and replace a previous run's progress.json.
+        self.report()
 
     def update(
         self, users_finished: int, users_answered: int, requests: int, prompt_tokens: int, output_tokens: int
