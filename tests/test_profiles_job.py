@@ -42,15 +42,61 @@ def _wait_http(url: str, timeout: float) -> None:
     raise TimeoutError(url)
 
 
-def _submit(cmd: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+def _submit(cmd: list[str], env: dict, timeout: float, head: subprocess.Popen) -> subprocess.CompletedProcess:
     """The job agent registers a little after the dashboard answers: retry until it does."""
     deadline = time.monotonic() + timeout
     while True:
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
         busy = "No available agent" in r.stderr + r.stdout or "Failed to connect" in r.stderr + r.stdout
-        if not busy or time.monotonic() > deadline:
+        if not busy or time.monotonic() > deadline or head.poll() is not None:
             return r
         time.sleep(3)
+
+
+def _start_head(bin_dir: Path, env: dict, log_path: Path, tries: int = 2):
+    """A local head with a dashboard, on free ports. On a loaded machine `ray start --block`
+    sometimes kills the head seconds after the dashboard answers (its client server timed out
+    waiting for node info, seen while CI shared 2 cores with a profile job): start it again."""
+    for _ in range(tries):
+        gcs, dash, agent, metrics, client = (_free_port() for _ in range(5))
+        # A short temp dir: Ray's socket paths must stay under the OS limit.
+        temp = tempfile.mkdtemp(prefix="ucdray", dir="/tmp")
+        log = open(log_path, "a")  # noqa: SIM115  (closed by the caller, after the head)
+        head = subprocess.Popen(
+            [
+                str(bin_dir / "ray"),
+                "start",
+                "--head",
+                "--block",
+                f"--port={gcs}",
+                f"--dashboard-port={dash}",
+                # Other Ray instances on the machine hold the default agent/metrics/client ports.
+                f"--dashboard-agent-listen-port={agent}",
+                f"--metrics-export-port={metrics}",
+                f"--ray-client-server-port={client}",
+                "--num-cpus=2",
+                "--object-store-memory=400000000",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--temp-dir={temp}",
+                "--disable-usage-stats",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            _wait_http(f"http://127.0.0.1:{dash}/api/version", 180)
+            time.sleep(5)  # the block loop reports a dead subprocess about a second later
+        except TimeoutError:
+            pass
+        if head.poll() is None:
+            return head, dash, temp, log
+        _stop_group(head)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+    raise AssertionError(f"the Ray head did not stay up ({tries} tries):\n{log_path.read_text()[-3000:]}")
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
@@ -71,37 +117,9 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # Token auth on both sides, explicitly (the CLI client does not assume it).
     env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", HF_HUB_OFFLINE="1", RAY_AUTH_MODE="token")
-    gcs, dash, agent, metrics, client = (_free_port() for _ in range(5))
-    # A short temp dir: Ray's socket paths must stay under the OS limit.
-    temp = tempfile.mkdtemp(prefix="ucdray", dir="/tmp")
-    log = open(tmp_path / "head.log", "w")  # noqa: SIM115  (closed in finally, after the head)
-    head = subprocess.Popen(
-        [
-            str(bin_dir / "ray"),
-            "start",
-            "--head",
-            "--block",
-            f"--port={gcs}",
-            f"--dashboard-port={dash}",
-            # Other Ray instances on the machine hold the default agent/metrics/client ports.
-            f"--dashboard-agent-listen-port={agent}",
-            f"--metrics-export-port={metrics}",
-            f"--ray-client-server-port={client}",
-            "--num-cpus=2",
-            "--object-store-memory=400000000",
-            "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1",
-            f"--temp-dir={temp}",
-            "--disable-usage-stats",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    head, dash, temp, log = _start_head(bin_dir, env, tmp_path / "head.log")
     out = tmp_path / "out"
     try:
-        _wait_http(f"http://127.0.0.1:{dash}/api/version", 180)
         # What users run: `ray job submit` with the repo as working dir, against the head.
         submit = [str(bin_dir / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}"]
         submit += ["--working-dir", ".", "--", "python"]
@@ -129,7 +147,7 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
             "--set",
             f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
         ]
-        r = _submit(cmd, env, 480)
+        r = _submit(cmd, env, 480, head)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         assert "succeeded" in r.stdout + r.stderr
         assert "connected to Ray at" in r.stdout  # it ran on the submitted-to cluster
@@ -156,7 +174,7 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
             "--set",
             f"output={tmp_path / 'model'}",
         ]
-        r = _submit(train, env, 480)
+        r = _submit(train, env, 480, head)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         assert "succeeded" in r.stdout + r.stderr
     finally:

@@ -227,7 +227,8 @@ def _run_round(
     """One streaming pass; returns the result rows written and the seconds to the first result.
 
     The first result waits for every actor of the round (request builder, LLM engine, embedder)
-    to start, so that delay is the round's start-up cost: it is reported apart from the rest.
+    to start and for the first batches in flight to be generated: start-up cost plus one batch's
+    latency, reported apart from the round's total.
     """
     import ray
 
