@@ -542,7 +542,6 @@ def run_profile_job(
             writer = ShardWriter(store, cfg.shard_rows, cfg.flush_seconds)
             max_rounds = (cfg.chunking.max_chunks + 1) * (retries + 1) + 2
             rounds = 0
-            round_seconds: list[float] = []
             stages["rounds"] = []
             while pending:
                 if rounds >= max_rounds:
@@ -551,8 +550,9 @@ def run_profile_job(
                 progress.start_round(len(pending))
                 rows, first = _run_round(ctx, _state_table(users_t, done, pending), progress, writer)
                 rounds += 1
-                round_seconds.append(round(time.monotonic() - t_round, 2))
-                stages["rounds"].append({"seconds": round_seconds[-1], "first_result_s": first})
+                stages["rounds"].append(
+                    {"seconds": round(time.monotonic() - t_round, 2), "first_result_s": first}
+                )
                 done = _done_map(store.latest())
                 pending = [u for u in users if not settled(done.get(u, {}).get("final"), retries)]
                 log(
@@ -635,7 +635,7 @@ def run_profile_job(
         mlflow_run_id=run_id,
         extra={
             **{k: summary[k] for k in ("reasons", "embedded_users", "embedding_dim", "reduction")},
-            "round_seconds": round_seconds,
+            "round_seconds": [r["seconds"] for r in stages["rounds"]],
             "stages": stages,
             "progress": snap,
         },
