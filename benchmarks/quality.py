@@ -76,7 +76,8 @@ def template_embeddings(prepared: Path, out: Path) -> Path:
 def train_cached(cfg: TrainConfig, cache: Path, label: str) -> dict:
     from ucd.pipelines.train import run_training, train_key
 
-    key = _key(train_key(cfg), cfg.epochs, cfg.patience)
+    # min_epochs joins the key only when set, so records made before it existed keep theirs.
+    key = _key(train_key(cfg), cfg.epochs, cfg.patience, *([cfg.min_epochs] if cfg.min_epochs else []))
     path = cache / f"{key}.json"
     if path.exists():
         return json.loads(path.read_text())
@@ -115,12 +116,18 @@ def run_block(
     out: Path,
     log=print,
     seeds: list[int] | None = None,
+    only: list[str] | None = None,
 ) -> dict | None:
     """Train (or find in the cache) every run of one block and compare them.
 
-    With ``seeds``, only those seeds' runs are trained and nothing is compared (None): a grid
-    split over parallel processes, reported afterwards by a run without ``seeds``.
+    With ``seeds`` or ``only`` (variant names), only those runs are trained and nothing is
+    compared (None): a grid split over parallel processes, reported afterwards by a run
+    without either.
     """
+    partial = seeds is not None or only is not None
+    unknown = [a for a in ds.get("ablations", []) if a not in ABLATIONS]
+    if unknown:
+        raise ValueError(f"datasets[{ds['name']}].ablations: unknown {unknown}; known: {list(ABLATIONS)}")
     prepared = prepare_named(
         ds["name"],
         out / "data" / f"{ds['name']}-{protocol}",
@@ -135,12 +142,13 @@ def run_block(
     variants: dict[str, list[EvalResult]] = {}
     runs: dict[str, list[dict]] = {}
 
-    def add(name: str, overrides: list[str], seed: int) -> dict:
+    def add(name: str, overrides: list[str], seed: int) -> None:
+        if only is not None and name not in only:
+            return
         cfg = build_config(TrainConfig, cfg_path, [*common, f"seed={seed}", *overrides])
         rec = train_cached(cfg, cache, f"{ds['name']}-{protocol}-{student}-{name}")
         variants.setdefault(name, []).append(_as_eval(name, rec, users))
         runs.setdefault(name, []).append(rec)
-        return rec
 
     sources = {}
     for src, path in ds.get("profiles", {}).items():
@@ -164,17 +172,18 @@ def run_block(
         add("baseline", ["distill.enabled=false"], seed)
         for src, path in sources.items():
             add(f"distilled[{src}]", [*distill_on, f"profiles={path}"], seed)
-        if primary in sources and seed in ablation_seeds:
-            for name in ds.get("ablations", []):
-                add(
-                    f"{name} [{primary}]",
-                    [*distill_on, f"profiles={sources[primary]}", *ABLATIONS[name]],
-                    seed,
-                )
+    # Ablation by ablation, so a grid stopped midway leaves whole ablations, not one seed of each.
+    for name in ds.get("ablations", []) if primary in sources else []:
+        for seed in (s for s in chosen if s in ablation_seeds):
+            add(
+                f"{name} [{primary}]",
+                [*distill_on, f"profiles={sources[primary]}", *ABLATIONS[name]],
+                seed,
+            )
     # The budget of the longest distilled run; fixed in the config when seeds are split over
     # processes, as each would otherwise see only its own runs.
     longest = ds.get("same_budget_epochs")
-    if longest is None and seeds is None and len(runs) > 1:
+    if longest is None and not partial and len(runs) > 1:
         longest = max(r["epochs_run"] for n, rs in runs.items() if n != "baseline" for r in rs)
     if longest:
         for seed in chosen:
@@ -184,7 +193,7 @@ def run_block(
                 seed,
             )
 
-    if seeds is not None:
+    if partial:
         return None
     variants["most-popular"] = [evaluate_most_popular(data)]
     if primary in sources:
@@ -231,6 +240,12 @@ def main() -> None:
         help="train only these seeds' runs and write no report (split a grid over processes; "
         "a later run without --seeds reports from the cache)",
     )
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        help="train only these variants (names as in the report, e.g. baseline 'distilled[qwen]' "
+        "'pooling=last [qwen]') and write no report, like --seeds",
+    )
     args = ap.parse_args()
     bench = yaml.safe_load(Path(args.config).read_text())
     bench["train_overrides"] = [*bench.get("train_overrides", []), *args.overrides]
@@ -243,12 +258,16 @@ def main() -> None:
         for protocol in ds["protocols"]:
             for student, cfg_path in ds["students"].items():
                 print(f"\n### {ds['name']} / {protocol} / {student}")
-                report = run_block(ds, protocol, student, cfg_path, bench, out, seeds=args.seeds)
+                report = run_block(
+                    ds, protocol, student, cfg_path, bench, out, seeds=args.seeds, only=args.variants
+                )
                 if report is not None:
                     print(format_comparison(report))
                     blocks.append(report)
-    if args.seeds is not None:
-        print(f"trained seeds {args.seeds}; their records are in {out}/runs")
+    if args.seeds is not None or args.variants is not None:
+        print(
+            f"trained seeds {args.seeds or 'all'}, variants {args.variants or 'all'}: records in {out}/runs"
+        )
         return
     command = " ".join(
         ["benchmarks/quality.py", "--config", args.config, *(f"--set {o}" for o in args.overrides)]

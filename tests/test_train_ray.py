@@ -156,3 +156,26 @@ def test_resume_after_worker_failure_and_after_restart(ray_local, ml100k_loo, tm
     assert again.restarts == [2]
     _compare_histories(again.history, ref.history)
     assert again.test == pytest.approx(ref.test)
+
+
+def test_min_epochs_holds_early_stopping_back_also_on_resume(ray_local, ml100k_loo, tmp_path):
+    # An lr far below float32 resolution leaves the weights as they are, so no epoch beats
+    # epoch 0 and every later one counts against patience (from min_epochs on).
+    frozen = {
+        "ray": {"num_workers": 1},
+        "epochs": 8,
+        "patience": 2,
+        "registry": {"enabled": False},
+        "optim": {"lr": 1e-12},
+    }
+    cfg = _cfg(tmp_path / "stop", ml100k_loo, **frozen)
+    stopped = run_training(cfg, log=lambda *_: None)
+    assert [h["epoch"] for h in stopped.history] == [0, 1, 2]
+
+    held = run_training(_cfg(tmp_path / "held", ml100k_loo, **frozen, min_epochs=4), log=lambda *_: None)
+    assert [h["epoch"] for h in held.history] == [0, 1, 2, 3, 4, 5]  # bad epochs: 4 and 5
+
+    # The stopped run, rerun under the new rule, goes on from its checkpoint to the same stop.
+    again = run_training(cfg.model_copy(update={"min_epochs": 4}), log=lambda *_: None)
+    assert again.restarts == [3]
+    _compare_histories(again.history, held.history)

@@ -116,6 +116,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         optimizer.load_state_dict(saved["optimizer"])
         state = saved["state"]
         state["restarts"].append(state["epoch"] + 1)
+        # The stopping rule is the current config's, not the one the checkpoint was written
+        # under: a run stopped early goes on if patience or min_epochs grew.
+        state["bad_epochs"] = _bad_epochs(state["epoch"], state["best_epoch"], cfg.min_epochs)
+        state["early_stopped"] = state["bad_epochs"] >= cfg.patience
     if state["early_stopped"]:
         return  # a rerun of an early-stopped run: the latest checkpoint already holds the result
     start_epoch = state["epoch"] + 1
@@ -143,11 +147,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         val = _validate(core, data, cfg, rank, world, device)
         score = val["val_ndcg@10"]
         if score > state["best"]:
-            state.update(best=score, best_epoch=epoch, bad_epochs=0)
+            state.update(best=score, best_epoch=epoch)
             best_weights = copy.deepcopy(core.student.state_dict())
-        else:
-            state["bad_epochs"] += 1
         state["epoch"] = epoch
+        state["bad_epochs"] = _bad_epochs(epoch, state["best_epoch"], cfg.min_epochs)
         state["early_stopped"] = state["bad_epochs"] >= cfg.patience
         stop = state["early_stopped"] or epoch == cfg.epochs - 1
         metrics = {
@@ -203,10 +206,25 @@ class TrainResult:
     per_user: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def _bad_epochs(epoch: int, best_epoch: int, min_epochs: int) -> int:
+    """Epochs after the best one that count against patience: those from min_epochs on."""
+    return max(0, epoch - max(best_epoch, min_epochs - 1))
+
+
 def train_key(cfg: TrainConfig) -> str:
     """Identity of a run for resume: settings that change the result, not its length or plumbing."""
     d = cfg.model_dump(mode="json")
-    for k in ("epochs", "patience", "ray", "tracking", "registry", "output", "run_name", "eval_batch_size"):
+    for k in (
+        "epochs",
+        "patience",
+        "min_epochs",
+        "ray",
+        "tracking",
+        "registry",
+        "output",
+        "run_name",
+        "eval_batch_size",
+    ):
         d.pop(k, None)
     return schema.fingerprint(d)[:10]
 

@@ -1,0 +1,96 @@
+"""The quality benchmark's grid: which runs it trains, in which order, with which overrides.
+
+Training itself is replaced by a recorder here (the grid logic is what is under test; the
+training path has its own tests and the benchmark's committed run records).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("ucd_bench_quality", ROOT / "benchmarks" / "quality.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def grid(quality, ml100k_loo, tmp_path, monkeypatch):
+    """run_block on real prepared ML-100K with training recorded, not run.
+
+    Returns ``run(kw, **dataset_keys) -> (report, calls)``; each call is (variant, seed,
+    epochs, pooling) of one training run asked for, in order.
+    """
+    calls: list[tuple[str, int, int, str]] = []
+    n_test = len(quality.SequenceData.load(ml100k_loo).test.user_ids)
+
+    def fake_train(cfg, cache, label):
+        calls.append((label.split("-sasrec-", 1)[1], cfg.seed, cfg.epochs, str(cfg.distill.pooling)))
+        return {"test": {"test_ndcg@10": 0.1}, "per_user_ndcg@10": [0.1] * n_test}
+
+    monkeypatch.setattr(quality, "train_cached", fake_train)
+    monkeypatch.setattr(quality, "prepare_named", lambda *a, **k: ml100k_loo)
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "profile_embeddings.parquet").write_bytes(b"")  # only its existence is checked
+    cfg = str(ROOT / "configs/train/ml-100k-sasrec-distill.yaml")
+
+    def run(kw: dict, **ds_keys):
+        ds = {
+            "name": "ml-100k",
+            "seeds": [1, 2],
+            "profiles": {"llm": str(profiles)},
+            "primary_profiles": "llm",
+            **ds_keys,
+        }
+        calls.clear()
+        report = quality.run_block(ds, "loo", "sasrec", cfg, {}, tmp_path / "out", log=lambda *_: None, **kw)
+        return report, list(calls)
+
+    return run
+
+
+def test_ablations_run_one_after_another_not_seed_by_seed(grid):
+    report, calls = grid({"seeds": [1, 2]}, ablations=["pooling=last", "alpha=0.8"], same_budget_epochs=0)
+    assert report is None  # a partial run reports nothing
+    assert [(v, s) for v, s, _, _ in calls] == [
+        ("baseline", 1),
+        ("distilled[llm]", 1),
+        ("baseline", 2),
+        ("distilled[llm]", 2),
+        ("pooling=last [llm]", 1),
+        ("pooling=last [llm]", 2),
+        ("alpha=0.8 [llm]", 1),
+        ("alpha=0.8 [llm]", 2),
+    ]
+    assert [p for v, _, _, p in calls if v.startswith("pooling")] == ["last", "last"]
+
+
+def test_variants_filter_and_same_budget(grid):
+    _, calls = grid(
+        {"only": ["pooling=last [llm]", "baseline, same budget"]},
+        ablations=["pooling=last"],
+        ablation_seeds=[2],
+        same_budget_epochs=98,
+    )
+    assert [(v, s, e) for v, s, e, _ in calls] == [
+        ("pooling=last [llm]", 2, 200),
+        ("baseline, same budget", 1, 98),
+        ("baseline, same budget", 2, 98),
+    ]
+    # 0 turns the same-budget baseline off.
+    _, calls = grid({"only": ["baseline, same budget"]}, same_budget_epochs=0)
+    assert calls == []
+
+
+def test_unknown_ablation_is_named_before_anything_trains(grid):
+    with pytest.raises(ValueError, match=r"unknown \['pooling=max'\]"):
+        grid({"seeds": [1]}, ablations=["pooling=last", "pooling=max"])
