@@ -101,9 +101,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         "epoch": -1,
         "best": -1.0,
         "best_epoch": -1,
-        "bad_epochs": 0,
         "history": [],
-        "early_stopped": False,
         "restarts": [],
     }
     best_weights = None
@@ -118,10 +116,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         state["restarts"].append(state["epoch"] + 1)
         # The stopping rule is the current config's, not the one the checkpoint was written
         # under: a run stopped early goes on if patience or min_epochs grew.
-        state["bad_epochs"] = _bad_epochs(state["epoch"], state["best_epoch"], cfg.min_epochs)
-        state["early_stopped"] = state["bad_epochs"] >= cfg.patience
-    if state["early_stopped"]:
-        return  # a rerun of an early-stopped run: the latest checkpoint already holds the result
+        if _early_stopped(state["epoch"], state["best_epoch"], cfg):
+            return  # a rerun of an early-stopped run: the checkpoint already holds the result
     start_epoch = state["epoch"] + 1
 
     train_seq = data.train_tensor(cfg.model.max_len)
@@ -150,9 +146,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             state.update(best=score, best_epoch=epoch)
             best_weights = copy.deepcopy(core.student.state_dict())
         state["epoch"] = epoch
-        state["bad_epochs"] = _bad_epochs(epoch, state["best_epoch"], cfg.min_epochs)
-        state["early_stopped"] = state["bad_epochs"] >= cfg.patience
-        stop = state["early_stopped"] or epoch == cfg.epochs - 1
+        stop = _early_stopped(epoch, state["best_epoch"], cfg) or epoch == cfg.epochs - 1
         metrics = {
             "epoch": epoch,
             **{f"train_{k}": v for k, v in stats.items() if k != "batches"},
@@ -206,9 +200,9 @@ class TrainResult:
     per_user: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _bad_epochs(epoch: int, best_epoch: int, min_epochs: int) -> int:
-    """Epochs after the best one that count against patience: those from min_epochs on."""
-    return max(0, epoch - max(best_epoch, min_epochs - 1))
+def _early_stopped(epoch: int, best_epoch: int, cfg: TrainConfig) -> bool:
+    """Patience is used up: the epochs after the best one, counted from min_epochs on."""
+    return epoch - max(best_epoch, cfg.min_epochs - 1) >= cfg.patience
 
 
 def train_key(cfg: TrainConfig) -> str:
