@@ -59,6 +59,88 @@ ABLATIONS: dict[str, list[str]] = {
 }
 
 
+_DATASET_KEYS = {
+    "name",
+    "protocols",
+    "seeds",
+    "ablation_seeds",
+    "same_budget_epochs",
+    "students",
+    "profiles",
+    "primary_profiles",
+    "ablations",
+}
+
+
+def check_bench(bench: dict, source: str) -> None:
+    """Reject a config that would fail (or silently do less) hours into a grid, naming the
+    file and the field: typos in keys, unknown ablations or protocols, missing student configs."""
+
+    def bad(where: str, msg: str) -> ValueError:
+        return ValueError(f"{source}: {where}: {msg}")
+
+    datasets = bench.get("datasets")
+    if not isinstance(datasets, list) or not datasets:
+        raise bad("datasets", "a non-empty list of dataset blocks is required")
+    for i, ds in enumerate(datasets):
+        where = f"datasets[{i}]" + (f" ({ds['name']})" if isinstance(ds, dict) and "name" in ds else "")
+        if not isinstance(ds, dict):
+            raise bad(where, "must be a mapping")
+        missing = [k for k in ("name", "protocols", "seeds", "students") if k not in ds]
+        if missing:
+            raise bad(where, f"missing {missing}")
+        extra = sorted(set(ds) - _DATASET_KEYS)
+        if extra:
+            raise bad(where, f"unknown keys {extra}; known: {sorted(_DATASET_KEYS)}")
+        wrong = [p for p in ds["protocols"] if p not in ("loo", "temporal")]
+        if wrong:
+            raise bad(f"{where}.protocols", f"unknown {wrong}; known: ['loo', 'temporal']")
+        seeds = ds["seeds"]
+        if not seeds or not all(isinstance(x, int) for x in seeds):
+            raise bad(f"{where}.seeds", f"a non-empty list of integers is required, got {seeds!r}")
+        extra_seeds = [x for x in ds.get("ablation_seeds", []) if x not in seeds]
+        if extra_seeds:
+            raise bad(f"{where}.ablation_seeds", f"{extra_seeds} are not in seeds {seeds}")
+        for student, cfg_path in ds["students"].items():
+            if not Path(cfg_path).is_file():
+                raise bad(f"{where}.students.{student}", f"{cfg_path} not found")
+        unknown = [a for a in ds.get("ablations", []) if a not in ABLATIONS]
+        if unknown:
+            raise bad(f"{where}.ablations", f"unknown {unknown}; known: {list(ABLATIONS)}")
+        profiles = ds.get("profiles", {})
+        primary = ds.get("primary_profiles")
+        if primary is not None and primary not in profiles:
+            raise bad(f"{where}.primary_profiles", f"{primary!r} is not one of profiles {list(profiles)}")
+
+
+def variant_names(ds: dict) -> list[str]:
+    """Every variant a dataset block can train, named as in the report and ``--variants``."""
+    profiles = list(ds.get("profiles", {}))
+    primary = ds.get("primary_profiles", next(iter(profiles), None))
+    names = ["baseline", *(f"distilled[{p}]" for p in profiles)]
+    if primary is not None:
+        names += [f"{a} [{primary}]" for a in ds.get("ablations", [])]
+    if ds.get("same_budget_epochs") != 0:
+        names.append("baseline, same budget")
+    return names
+
+
+def select_datasets(
+    bench: dict, source: str, only: list[str] | None, variants: list[str] | None
+) -> list[dict]:
+    """The dataset blocks ``--only`` picks; a name in ``--only`` or ``--variants`` that the config
+    does not have is an error (it would otherwise train nothing and say so only at the end)."""
+    chosen = [ds for ds in bench["datasets"] if not only or ds["name"] in only]
+    missing = [n for n in only or [] if n not in {ds["name"] for ds in bench["datasets"]}]
+    if missing:
+        raise ValueError(f"--only: {source} has no dataset {missing}")
+    known = {v for ds in chosen for v in variant_names(ds)}
+    unknown = [v for v in variants or [] if v not in known]
+    if unknown:
+        raise ValueError(f"--variants: unknown {unknown}; {source} has {sorted(known)}")
+    return chosen
+
+
 def _key(*parts: Any) -> str:
     return schema.fingerprint(*parts)
 
@@ -125,9 +207,6 @@ def run_block(
     without either.
     """
     partial = seeds is not None or only is not None
-    unknown = [a for a in ds.get("ablations", []) if a not in ABLATIONS]
-    if unknown:
-        raise ValueError(f"datasets[{ds['name']}].ablations: unknown {unknown}; known: {list(ABLATIONS)}")
     prepared = prepare_named(
         ds["name"],
         out / "data" / f"{ds['name']}-{protocol}",
@@ -248,13 +327,13 @@ def main() -> None:
     )
     args = ap.parse_args()
     bench = yaml.safe_load(Path(args.config).read_text())
+    check_bench(bench, args.config)
+    chosen = select_datasets(bench, args.config, args.only, args.variants)
     bench["train_overrides"] = [*bench.get("train_overrides", []), *args.overrides]
     out = Path(bench.get("out", "benchmarks/results/quality"))
     out.mkdir(parents=True, exist_ok=True)
     blocks = []
-    for ds in bench["datasets"]:
-        if args.only and ds["name"] not in args.only:
-            continue
+    for ds in chosen:
         for protocol in ds["protocols"]:
             for student, cfg_path in ds["students"].items():
                 print(f"\n### {ds['name']} / {protocol} / {student}")

@@ -91,6 +91,58 @@ def test_variants_filter_and_same_budget(grid):
     assert calls == []
 
 
-def test_unknown_ablation_is_named_before_anything_trains(grid):
-    with pytest.raises(ValueError, match=r"unknown \['pooling=max'\]"):
-        grid({"seeds": [1]}, ablations=["pooling=last", "pooling=max"])
+@pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").glob("quality*.yaml")), ids=lambda p: p.name)
+def test_committed_benchmark_configs_pass_the_check(quality, path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # student config paths are relative to the repository
+    quality.check_bench(quality.yaml.safe_load(path.read_text()), path.name)
+
+
+def _block(**kw):
+    ds = {
+        "name": "ml-100k",
+        "protocols": ["loo"],
+        "seeds": [1, 2],
+        "students": {"sasrec": str(ROOT / "configs/train/ml-100k-sasrec-distill.yaml")},
+        "profiles": {"llm": "x"},
+        "primary_profiles": "llm",
+    }
+    ds.update(kw)
+    return {"datasets": [ds]}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"ablations": ["pooling=last", "pooling=max"]}, r"\.ablations: unknown \['pooling=max'\]"),
+        ({"ablation_seed": [1]}, r": unknown keys \['ablation_seed'\]"),
+        ({"protocols": ["loo", "time"]}, r"\.protocols: unknown \['time'\]"),
+        ({"ablation_seeds": [1, 3]}, r"\.ablation_seeds: \[3\] are not in seeds"),
+        ({"seeds": []}, r"\.seeds: a non-empty list"),
+        (
+            {"students": {"sasrec": "configs/train/nope.yaml"}},
+            r"\.students\.sasrec: configs/train/nope.yaml not found",
+        ),
+        ({"primary_profiles": "qwen"}, r"\.primary_profiles: 'qwen' is not one of profiles \['llm'\]"),
+    ],
+)
+def test_bad_benchmark_config_is_named_before_anything_trains(quality, change, message):
+    with pytest.raises(ValueError, match=r"^bench\.yaml: datasets\[0\] \(ml-100k\)" + message):
+        quality.check_bench(_block(**change), "bench.yaml")
+
+
+def test_variant_names_cover_every_run_the_grid_trains(quality, grid):
+    keys = {"ablations": ["pooling=last", "alpha=0.8"], "same_budget_epochs": 98}
+    _, calls = grid({"seeds": [1, 2]}, **keys)
+    names = quality.variant_names({"profiles": {"llm": "x"}, "primary_profiles": "llm", **keys})
+    assert {v for v, *_ in calls} == set(names)
+    assert "baseline, same budget" not in quality.variant_names({"same_budget_epochs": 0})
+
+
+def test_unknown_variant_or_dataset_on_the_command_line_is_an_error(quality):
+    bench = _block(ablations=["pooling=last"])
+    chosen = quality.select_datasets(bench, "b.yaml", ["ml-100k"], ["pooling=last [llm]", "baseline"])
+    assert [ds["name"] for ds in chosen] == ["ml-100k"]
+    with pytest.raises(ValueError, match=r"--variants: unknown \['distilled\[qwen\]'\]"):
+        quality.select_datasets(bench, "b.yaml", None, ["distilled[qwen]"])
+    with pytest.raises(ValueError, match=r"--only: b.yaml has no dataset \['beauty'\]"):
+        quality.select_datasets(bench, "b.yaml", ["beauty"], None)
