@@ -126,10 +126,15 @@ def variant_names(ds: dict) -> list[str]:
 
 
 def select_datasets(
-    bench: dict, source: str, only: list[str] | None, variants: list[str] | None
+    bench: dict,
+    source: str,
+    only: list[str] | None,
+    variants: list[str] | None,
+    seeds: list[int] | None = None,
 ) -> list[dict]:
-    """The dataset blocks ``--only`` picks; a name in ``--only`` or ``--variants`` that the config
-    does not have is an error (it would otherwise train nothing and say so only at the end)."""
+    """The dataset blocks ``--only`` picks; a name in ``--only`` or ``--variants``, or a seed in
+    ``--seeds``, that the config does not have is an error (it would otherwise train nothing
+    and say so only at the end)."""
     chosen = [ds for ds in bench["datasets"] if not only or ds["name"] in only]
     missing = [n for n in only or [] if n not in {ds["name"] for ds in bench["datasets"]}]
     if missing:
@@ -138,6 +143,10 @@ def select_datasets(
     unknown = [v for v in variants or [] if v not in known]
     if unknown:
         raise ValueError(f"--variants: unknown {unknown}; {source} has {sorted(known)}")
+    known_seeds = {x for ds in chosen for x in ds["seeds"]}
+    stray = [x for x in seeds or [] if x not in known_seeds]
+    if stray:
+        raise ValueError(f"--seeds: {stray} not in {source}'s seeds {sorted(known_seeds)}")
     return chosen
 
 
@@ -328,7 +337,7 @@ def main() -> None:
     args = ap.parse_args()
     bench = yaml.safe_load(Path(args.config).read_text())
     check_bench(bench, args.config)
-    chosen = select_datasets(bench, args.config, args.only, args.variants)
+    chosen = select_datasets(bench, args.config, args.only, args.variants, args.seeds)
     bench["train_overrides"] = [*bench.get("train_overrides", []), *args.overrides]
     out = Path(bench.get("out", "benchmarks/results/quality"))
     out.mkdir(parents=True, exist_ok=True)

@@ -138,7 +138,7 @@ def test_variant_names_cover_every_run_the_grid_trains(quality, grid):
     assert "baseline, same budget" not in quality.variant_names({"same_budget_epochs": 0})
 
 
-def test_unknown_variant_or_dataset_on_the_command_line_is_an_error(quality):
+def test_unknown_variant_dataset_or_seed_on_the_command_line_is_an_error(quality):
     bench = _block(ablations=["pooling=last"])
     chosen = quality.select_datasets(bench, "b.yaml", ["ml-100k"], ["pooling=last [llm]", "baseline"])
     assert [ds["name"] for ds in chosen] == ["ml-100k"]
@@ -146,3 +146,5 @@ def test_unknown_variant_or_dataset_on_the_command_line_is_an_error(quality):
         quality.select_datasets(bench, "b.yaml", None, ["distilled[qwen]"])
     with pytest.raises(ValueError, match=r"--only: b.yaml has no dataset \['beauty'\]"):
         quality.select_datasets(bench, "b.yaml", ["beauty"], None)
+    with pytest.raises(ValueError, match=r"--seeds: \[7\] not in b.yaml's seeds \[1, 2\]"):
+        quality.select_datasets(bench, "b.yaml", None, None, [2, 7])
