@@ -22,7 +22,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import yaml
@@ -30,6 +30,7 @@ import yaml
 from ucd import schema
 from ucd.config import build_config, default_data_dir
 from ucd.data.prepare import prepare_named
+from ucd.data.splits import SplitConfig
 from ucd.pipelines.evaluate import (
     EvalResult,
     compare,
@@ -59,6 +60,7 @@ ABLATIONS: dict[str, list[str]] = {
 }
 
 
+PROTOCOLS = get_args(SplitConfig.model_fields["protocol"].annotation)
 _DATASET_KEYS = {
     "name",
     "protocols",
@@ -92,9 +94,9 @@ def check_bench(bench: dict, source: str) -> None:
         extra = sorted(set(ds) - _DATASET_KEYS)
         if extra:
             raise bad(where, f"unknown keys {extra}; known: {sorted(_DATASET_KEYS)}")
-        wrong = [p for p in ds["protocols"] if p not in ("loo", "temporal")]
+        wrong = [p for p in ds["protocols"] if p not in PROTOCOLS]
         if wrong:
-            raise bad(f"{where}.protocols", f"unknown {wrong}; known: ['loo', 'temporal']")
+            raise bad(f"{where}.protocols", f"unknown {wrong}; known: {list(PROTOCOLS)}")
         seeds = ds["seeds"]
         if not seeds or not all(isinstance(x, int) for x in seeds):
             raise bad(f"{where}.seeds", f"a non-empty list of integers is required, got {seeds!r}")
@@ -113,15 +115,28 @@ def check_bench(bench: dict, source: str) -> None:
             raise bad(f"{where}.primary_profiles", f"{primary!r} is not one of profiles {list(profiles)}")
 
 
+# Variant names, as in the report and ``--variants``: run_block trains under them and
+# variant_names lists them, from these alone.
+BASELINE, SAME_BUDGET = "baseline", "baseline, same budget"
+
+
+def distilled_name(source: str) -> str:
+    return f"distilled[{source}]"
+
+
+def ablation_name(ablation: str, primary: str) -> str:
+    return f"{ablation} [{primary}]"
+
+
 def variant_names(ds: dict) -> list[str]:
-    """Every variant a dataset block can train, named as in the report and ``--variants``."""
+    """Every variant a dataset block can train."""
     profiles = list(ds.get("profiles", {}))
     primary = ds.get("primary_profiles", next(iter(profiles), None))
-    names = ["baseline", *(f"distilled[{p}]" for p in profiles)]
+    names = [BASELINE, *(distilled_name(p) for p in profiles)]
     if primary is not None:
-        names += [f"{a} [{primary}]" for a in ds.get("ablations", [])]
+        names += [ablation_name(a, primary) for a in ds.get("ablations", [])]
     if ds.get("same_budget_epochs") != 0:
-        names.append("baseline, same budget")
+        names.append(SAME_BUDGET)
     return names
 
 
@@ -257,14 +272,14 @@ def run_block(
     ablation_seeds = ds.get("ablation_seeds", all_seeds)
     chosen = [s for s in all_seeds if seeds is None or s in seeds]
     for seed in chosen:
-        add("baseline", ["distill.enabled=false"], seed)
+        add(BASELINE, ["distill.enabled=false"], seed)
         for src, path in sources.items():
-            add(f"distilled[{src}]", [*distill_on, f"profiles={path}"], seed)
+            add(distilled_name(src), [*distill_on, f"profiles={path}"], seed)
     # Ablation by ablation, so a grid stopped midway leaves whole ablations, not one seed of each.
     for name in ds.get("ablations", []) if primary in sources else []:
         for seed in (s for s in chosen if s in ablation_seeds):
             add(
-                f"{name} [{primary}]",
+                ablation_name(name, primary),
                 [*distill_on, f"profiles={sources[primary]}", *ABLATIONS[name]],
                 seed,
             )
@@ -272,11 +287,11 @@ def run_block(
     # processes, as each would otherwise see only its own runs.
     longest = ds.get("same_budget_epochs")
     if longest is None and not partial and len(runs) > 1:
-        longest = max(r["epochs_run"] for n, rs in runs.items() if n != "baseline" for r in rs)
+        longest = max(r["epochs_run"] for n, rs in runs.items() if n != BASELINE for r in rs)
     if longest:
         for seed in chosen:
             add(
-                "baseline, same budget",
+                SAME_BUDGET,
                 ["distill.enabled=false", f"epochs={longest}", f"patience={longest}"],
                 seed,
             )
