@@ -5,8 +5,9 @@ student it trains, with the same seeds: the baseline; the baseline with the dist
 epoch budget (no early stopping), so a gain from training longer is not taken for a
 distillation gain; a distilled student per profile source (LLM profiles made by `ucd profile`,
 and non-LLM template profiles); the ablations (distance, pooling, alpha, layer, coverage, the
-paper's literal loss). References use the same metric code: most-popular and profile-only
-(cosine between profile and item-text embeddings). Every finished run is cached in
+paper's literal loss). References use the same metric code: most-popular and, per profile
+source, profile-only (cosine between profile and item-text embeddings); the report also says
+how many of each source's profiles the profile job's checks flagged. Every finished run is cached in
 ``<out>/runs/<key>.json`` (committed with the results: a later session or a clean clone adds
 seeds or variants without retraining the finished ones), so a rerun only trains what is missing.
 
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 import numpy as np
+import pyarrow.parquet as pq
 import yaml
 
 from ucd import schema
@@ -179,6 +181,24 @@ def template_embeddings(prepared: Path, out: Path) -> Path:
     return write_template_embeddings(prepared, path)
 
 
+def profile_source_info(path: str) -> dict:
+    """What a distilled run learned from: the model, and how many users' profiles the profile
+    job's checks passed, flagged (truncated / failed) and embedded (only those are distilled)."""
+    p = Path(path)
+    folder = p.parent if p.is_file() else p
+    emb = pq.read_metadata(folder / "profile_embeddings.parquet").num_rows
+    if not (folder / "profiles.parquet").exists():  # template profiles: written, never checked
+        return {"model": "template (non-LLM)", "users": emb, "embedded": emb}
+    prof = schema.read_table(folder / "profiles.parquet", "profiles", columns=["status", "model"])
+    status = prof.column("status").to_pylist()
+    return {
+        "model": prof.column("model")[0].as_py() if prof.num_rows else "",
+        "users": prof.num_rows,
+        **{s: status.count(s) for s in schema.PROFILE_STATUSES},
+        "embedded": emb,
+    }
+
+
 def train_cached(cfg: TrainConfig, cache: Path, label: str) -> dict:
     from ucd.pipelines.train import run_training, train_key
 
@@ -299,9 +319,10 @@ def run_block(
     if partial:
         return None
     variants["most-popular"] = [evaluate_most_popular(data)]
-    if primary in sources:
-        name = f"profile-only[{primary}]"
-        variants[name] = [evaluate_profile_only_reference(prepared, data, sources[primary], name=name)]
+    # Every source, so an LLM's profiles and the template's can be compared on their own too.
+    for src, path in sources.items():
+        name = f"profile-only[{src}]"
+        variants[name] = [evaluate_profile_only_reference(prepared, data, path, name=name)]
     report = compare(variants)
     distill_epochs = build_config(TrainConfig, cfg_path, common).distill.epochs
     report.update(
@@ -310,6 +331,7 @@ def run_block(
         student=student,
         config=cfg_path,
         distill_epochs=distill_epochs,
+        profile_sources={src: profile_source_info(path) for src, path in sources.items()},
         runs={
             n: [
                 {
@@ -386,6 +408,7 @@ def main() -> None:
     for b in blocks:
         md.append(f"**{b['dataset']} / {b['protocol']} / {b['student']}** (`{b['config']}`)\n")
         md.append(format_comparison(b) + "\n")
+        md.append(profiles_table(b) + "\n")
         md.append(training_table(b) + "\n")
     (out / f"{name}.md").write_text("\n".join(md))
     plot = "gains.png" if name == "quality" else f"{name}-gains.png"
@@ -399,6 +422,24 @@ def _at(curve: list[float], epoch: int) -> float:
 
 def _ms(xs: list[float], fmt: str) -> str:
     return f"{np.mean(xs):{fmt}} ± {np.std(xs):{fmt}}" if len(xs) > 1 else f"{xs[0]:{fmt}}"
+
+
+def profiles_table(block: dict) -> str:
+    head = ["profile source", "model", "users", *schema.PROFILE_STATUSES, "embedded (distilled from)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for src, info in block.get("profile_sources", {}).items():
+        n = max(info["users"], 1)
+        counts = [
+            f"{info[s]} ({100 * info[s] / n:.1f}%)" if s in info else "-" for s in schema.PROFILE_STATUSES
+        ]
+        lines.append(
+            "| " + " | ".join([src, info["model"], str(info["users"]), *counts, str(info["embedded"])]) + " |"
+        )
+    lines.append(
+        "\nStatuses are the profile job's checks: `truncated` hit max_tokens, `failed` is empty or "
+        "degenerate (repeated lines or phrases); the job's config says which statuses are embedded."
+    )
+    return "\n".join(lines)
 
 
 def training_table(block: dict) -> str:

@@ -1,4 +1,4 @@
-"""The Ray Data profile pipeline: bad-output handling (scripted backend), resume after SIGKILL."""
+"""The Ray Data profile pipeline: bad-output handling (scripted backend), resume after SIGKILL or with other retries."""
 
 from __future__ import annotations
 
@@ -136,6 +136,31 @@ def test_bad_outputs_flagged_retried_counted_never_dropped(ray_local, model_path
     # Same inputs and settings again: nothing left to do, same outputs.
     again = run_profile_job(cfg, data, tmp_path / "out", generator=ScriptedLLM)
     assert again.rounds == 0 and again.counts == res.counts
+
+
+def test_rerun_with_other_retries_resumes_instead_of_starting_over(ray_local, model_path, tmp_path):
+    data = tiny_prepared(tmp_path / "data")
+    out = tmp_path / "out"
+    base = [f"llm.model={model_path}", "tracking.enabled=false", "llm.batch_size=2"]
+
+    def job(retries: int):
+        cfg = load_profile_config(None, [*base, f"checks.retries={retries}"])
+        return run_profile_job(cfg, data, out, generator=ScriptedLLM)
+
+    first = job(0)
+    assert first.rounds == 1 and first.counts == {"ok": 1, "truncated": 1, "failed": 2}
+
+    # More retries on the same folder: the three flagged users get attempt 1, nothing else reruns.
+    more = job(1)
+    assert more.run_fingerprint == first.run_fingerprint
+    assert more.rounds == 1 and more.counts == {"ok": 2, "truncated": 1, "failed": 1}
+    shards = pa.concat_tables([pq.read_table(f) for f in out.glob("shards/*/part-*.parquet")])
+    ident = sorted(zip(*(shards.column(c).to_pylist() for c in ("user_id", "attempt")), strict=True))
+    assert ident == [(1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1), (4, 0)]
+
+    # Fewer retries again: everything is settled already.
+    fewer = job(0)
+    assert fewer.rounds == 0 and fewer.counts == more.counts
 
 
 _KILL_SCRIPT = """

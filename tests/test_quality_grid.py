@@ -148,3 +148,38 @@ def test_unknown_variant_dataset_or_seed_on_the_command_line_is_an_error(quality
         quality.select_datasets(bench, "b.yaml", ["beauty"], None)
     with pytest.raises(ValueError, match=r"--seeds: \[7\] not in b.yaml's seeds \[1, 2\]"):
         quality.select_datasets(bench, "b.yaml", None, None, [2, 7])
+
+
+def test_profile_sources_report_what_the_checks_flagged(quality, tmp_path):
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ucd import schema
+
+    llm = tmp_path / "llm"
+    llm.mkdir()
+    statuses = ["ok", "truncated", "truncated", "failed"]
+    now = datetime.datetime.now(datetime.UTC)
+    rows = [
+        {"user_id": u, "profile": "x", "status": s, "n_history": 3, "prompt_tokens": 9, "output_tokens": 9}
+        | {"model": "Tiny-LM", "prompt_version": "v1", "created_at": now}
+        for u, s in enumerate(statuses, 1)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema.PROFILES), llm / "profiles.parquet")
+    emb = pa.table(
+        {"user_id": pa.array([1, 2, 3], pa.int32()), "embedding": [[1.0, 0.0]] * 3, "model": ["e"] * 3},
+        schema=schema.profile_embeddings_schema(2),
+    )
+    pq.write_table(emb, llm / "profile_embeddings.parquet")
+    (tmp_path / "tpl").mkdir()
+    pq.write_table(emb.slice(0, 2), tmp_path / "tpl" / "profile_embeddings.parquet")
+
+    info = quality.profile_source_info(str(llm))
+    assert info == {"model": "Tiny-LM", "users": 4, "ok": 1, "failed": 1, "truncated": 2, "embedded": 3}
+    tpl = quality.profile_source_info(str(tmp_path / "tpl" / "profile_embeddings.parquet"))
+    assert tpl == {"model": "template (non-LLM)", "users": 2, "embedded": 2}
+    table = quality.profiles_table({"profile_sources": {"qwen": info, "template": tpl}})
+    assert "| qwen | Tiny-LM | 4 | 1 (25.0%) | 1 (25.0%) | 2 (50.0%) | 3 |" in table
+    assert "| template | template (non-LLM) | 2 | - | - | - | 2 |" in table

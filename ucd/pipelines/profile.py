@@ -102,7 +102,11 @@ def select_users(prepared: Prepared, cfg: ProfileJobConfig) -> pa.Table:
 
 
 def run_fingerprint(cfg: ProfileJobConfig, prepared: Prepared, tpl_version: str, tpl_digest: str) -> str:
-    """What makes a profile: model, prompt version (+ wording), sampling, data. Not the backend."""
+    """What makes a profile: model, prompt version (+ wording), sampling, data. Not the backend.
+
+    Nor ``checks.retries``: it decides how many attempts are made, never what an attempt
+    writes, so a job restarted with fewer (or more) retries resumes instead of starting over.
+    """
     return schema.fingerprint(
         {
             "model": cfg.llm.model,
@@ -115,7 +119,7 @@ def run_fingerprint(cfg: ProfileJobConfig, prepared: Prepared, tpl_version: str,
         cfg.sampling.model_dump(),
         cfg.prompt.model_dump(),
         cfg.chunking.model_dump(),
-        cfg.checks.model_dump(),
+        cfg.checks.model_dump(exclude={"retries"}),
         prepared.fingerprint,
         prepared.dataset,
     )
