@@ -184,9 +184,9 @@ def template_embeddings(prepared: Path, out: Path) -> Path:
 def profile_source_info(path: str) -> dict:
     """What a distilled run learned from: the model, and how many users' profiles the profile
     job's checks passed, flagged (truncated / failed) and embedded (only those are distilled)."""
-    p = Path(path)
-    folder = p.parent if p.is_file() else p
-    emb = pq.read_metadata(folder / "profile_embeddings.parquet").num_rows
+    emb_file = schema.profile_embeddings_file(path)
+    folder = emb_file.parent
+    emb = pq.read_metadata(emb_file).num_rows
     if not (folder / "profiles.parquet").exists():  # template profiles: written, never checked
         return {"model": "template (non-LLM)", "users": emb, "embedded": emb}
     prof = schema.read_table(folder / "profiles.parquet", "profiles", columns=["status", "model"])
@@ -281,7 +281,7 @@ def run_block(
             )
         else:
             p = Path(str(path).format(protocol=protocol)).expanduser()
-            if not (p / "profile_embeddings.parquet").exists() and not p.is_file():
+            if not schema.profile_embeddings_file(p).exists():
                 log(f"[quality] skipping profile source {src}: {p} not found (run `ucd profile` first)")
                 continue
             sources[src] = str(p)

@@ -86,6 +86,12 @@ PROFILES = pa.schema(
 )
 
 
+def profile_embeddings_file(path: str | Path) -> Path:
+    """``profile_embeddings.parquet`` given itself or the profile job's output folder."""
+    path = Path(path)
+    return path / "profile_embeddings.parquet" if path.is_dir() else path
+
+
 def profile_embeddings_schema(dim: int) -> pa.Schema:
     return pa.schema(
         [

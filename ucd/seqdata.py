@@ -137,9 +137,7 @@ class ProfileTable:
         ``coverage`` < 1 keeps a seeded random share of the users' profiles (the coverage
         ablation); the rest count as users without a profile.
         """
-        path = Path(path)
-        if path.is_dir():
-            path = path / "profile_embeddings.parquet"
+        path = schema.profile_embeddings_file(path)
         meta = schema.read_meta(path)
         if (
             expected_fingerprint

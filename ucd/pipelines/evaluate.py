@@ -86,8 +86,7 @@ def evaluate_profile_only_reference(
     from ucd.reference import evaluate_profile_only, item_text_embeddings
     from ucd.seqdata import ProfileTable
 
-    path = Path(profiles)
-    path = path / "profile_embeddings.parquet" if path.is_dir() else path
+    path = schema.profile_embeddings_file(profiles)
     meta = schema.read_meta(path)
     embedder = meta.get("embed_model")
     if not embedder:
