@@ -16,8 +16,9 @@ import pytest
 import ray
 from profile_helpers import smollm2, tiny_prepared
 
+from ucd.errors import DataError
 from ucd.llm.backends import RESULT_SCHEMA
-from ucd.pipelines.profile import run_profile_job
+from ucd.pipelines.profile import run_profile_job, share_rows
 from ucd.profiles.config import load_profile_config
 from ucd.schema import PROFILES, read_meta, read_table
 
@@ -163,9 +164,52 @@ def test_rerun_with_other_retries_resumes_instead_of_starting_over(ray_local, mo
     assert fewer.rounds == 0 and fewer.counts == more.counts
 
 
+def test_user_share_is_seeded_nested_and_grows_by_resuming(ray_local, model_path, tmp_path):
+    for n in (4, 1000, 22363):
+        small, large = share_rows(n, 0.05, 7), share_rows(n, 0.25, 7)
+        assert len(small) == int(np.ceil(0.05 * n)) and len(large) == int(np.ceil(0.25 * n))
+        assert set(small) <= set(large) and np.all(np.diff(large) > 0)
+        assert np.array_equal(small, share_rows(n, 0.05, 7))
+    assert not np.array_equal(share_rows(1000, 0.05, 7), share_rows(1000, 0.05, 8))
+    # Not the first rows: a share of an id-sorted table must not be its oldest users.
+    assert share_rows(1000, 0.05, 7).max() > 500
+
+    data = tiny_prepared(tmp_path / "data")
+    out = tmp_path / "out"
+    base = [f"llm.model={model_path}", "tracking.enabled=false", "llm.batch_size=2", "checks.retries=0"]
+
+    def job(share: float, *extra: str, folder=out):
+        cfg = load_profile_config(None, [*base, f"user_share={share}", "user_seed=3", *extra])
+        return run_profile_job(cfg, data, folder, generator=ScriptedLLM)
+
+    def profiled() -> list[int]:
+        return sorted(read_table(out / "profiles.parquet", PROFILES).column("user_id").to_pylist())
+
+    with pytest.raises(DataError, match="assemble_only: no selected user"):
+        job(1.0, "assemble_only=true", folder=tmp_path / "empty")
+    half = job(0.5)
+    first_users = profiled()
+    assert len(first_users) == 2 and half.rounds == 1
+    # Stopped early: the whole share assembled from what is settled, nothing more asked.
+    early = job(1.0, "assemble_only=true")
+    assert early.rounds == 0 and profiled() == first_users
+    whole = job(1.0)
+    assert whole.run_fingerprint == half.run_fingerprint
+    assert sorted(read_table(out / "profiles.parquet", PROFILES).column("user_id").to_pylist()) == [
+        1,
+        2,
+        3,
+        4,
+    ]
+    # The two users of the half share were asked once: the larger share resumed.
+    shards = pa.concat_tables([pq.read_table(f) for f in out.glob("shards/*/part-*.parquet")])
+    asked = sorted(shards.column("user_id").to_pylist())
+    assert asked == [1, 2, 3, 4]
+
+
 _KILL_SCRIPT = """
 import sys
-from ucd.pipelines.profile import run_profile_job
+from ucd.pipelines.profile import run_profile_job, share_rows
 from ucd.profiles.config import load_profile_config
 cfg = load_profile_config(None, sys.argv[3:])
 run_profile_job(cfg, sys.argv[1], sys.argv[2])

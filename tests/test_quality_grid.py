@@ -183,3 +183,45 @@ def test_profile_sources_report_what_the_checks_flagged(quality, tmp_path):
     table = quality.profiles_table({"profile_sources": {"qwen": info, "template": tpl}})
     assert "| qwen | Tiny-LM | 4 | 1 (25.0%) | 1 (25.0%) | 2 (50.0%) | 3 |" in table
     assert "| template | template (non-LLM) | 2 | - | - | - | 2 |" in table
+
+
+def test_coverage_split_compares_profiled_and_unprofiled_users_apart(quality, tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pyarrow as pa
+
+    from ucd import schema
+
+    emb = pa.table(
+        {"user_id": pa.array([1, 2, 3], pa.int32()), "embedding": [[1.0, 0.0]] * 3, "model": ["e"] * 3},
+        schema=schema.profile_embeddings_schema(2),
+    )
+    schema.write_table(
+        emb,
+        tmp_path / "profile_embeddings.parquet",
+        "profile_embeddings",
+        {"data_fingerprint": "f"},
+        schema=emb.schema,
+    )
+    users = np.arange(1, 7)
+    data = SimpleNamespace(test=SimpleNamespace(user_ids=users), n_users=6, fingerprint="f")
+
+    def res(name, *per_user):
+        return [quality.EvalResult(name, {}, {"ndcg@10": np.array(p)}, users, False) for p in per_user]
+
+    variants = {
+        "baseline": res("baseline", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]),
+        # Two seeds whose mean is the baseline + 0.1 for the profiled users only.
+        "distilled[llm]": res("d", [0.1, 0.2, 0.3, 0.3, 0.5, 0.7], [0.3, 0.4, 0.5, 0.5, 0.5, 0.5]),
+        "profile-only[llm]": res("p", [0.5, 0.5, 0.5, 0.0, 0.0, 0.0]),
+    }
+    split = quality.coverage_split(variants, {"llm": str(tmp_path)}, data)["llm"]
+    with_p, without = split["with a profile"], split["without a profile"]
+    assert with_p["n"] == 3 and without["n"] == 3
+    assert with_p["baseline"] == pytest.approx(0.2) and with_p["distilled[llm]"] == pytest.approx(0.3)
+    assert with_p["rel_change"] == pytest.approx(0.5) and with_p["profile-only[llm]"] == pytest.approx(0.5)
+    assert without["rel_change"] == pytest.approx(0.0) and without["p_value"] == 1.0
+    assert without["profile-only[llm]"] == 0.0
+    table = quality.coverage_table({"by_coverage": {"llm": split}})
+    assert "| llm | with a profile | 3 | 0.2000 | 0.3000 | +50.0% |" in table

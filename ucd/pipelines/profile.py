@@ -94,11 +94,19 @@ def select_users(prepared: Prepared, cfg: ProfileJobConfig) -> pa.Table:
         missing = set(cfg.user_ids) - set(t.column("user_id").to_pylist())
         if missing:
             raise DataError(f"user_ids not among the training users: {sorted(missing)[:10]}")
+    if cfg.user_share is not None:
+        t = t.take(pa.array(share_rows(t.num_rows, cfg.user_share, cfg.user_seed), pa.int64()))
     if cfg.limit_users is not None:
         t = t.slice(0, cfg.limit_users)
     if t.num_rows == 0:
         raise DataError(f"{prepared.folder}: no training users selected")
     return t
+
+
+def share_rows(n: int, share: float, seed: int) -> np.ndarray:
+    """Rows of a seeded random ``share`` of ``n`` users, in their original (id) order."""
+    k = int(np.ceil(share * n))
+    return np.sort(np.random.default_rng(seed).permutation(n)[:k])
 
 
 def run_fingerprint(cfg: ProfileJobConfig, prepared: Prepared, tpl_version: str, tpl_digest: str) -> str:
@@ -520,6 +528,7 @@ def run_profile_job(
         "prompt_version": tpl.version,
         "backend": cfg.llm.backend,
         "users": len(users),
+        "user_share": cfg.user_share,
         "sampling": cfg.sampling.model_dump(),
         "chunking": cfg.chunking.model_dump(),
         "max_model_len": cfg.llm.max_model_len,
@@ -538,6 +547,12 @@ def run_profile_job(
             retries = cfg.checks.retries
             done = _done_map(store.latest())
             pending = [u for u in users if not settled(done.get(u, {}).get("final"), retries)]
+            if cfg.assemble_only:
+                users = sorted(set(users) - set(pending))
+                if not users:
+                    raise DataError(f"assemble_only: no selected user has a settled profile in {out} yet")
+                log(f"[profile] assemble_only: {len(users)} settled users, {len(pending)} left unasked")
+                pending = []
             progress = Progress(len(users), len(users) - len(pending), out / "progress.json", log)
             log(
                 f"[profile] {prepared.dataset}: {len(users)} users, {len(users) - len(pending)} already done "
@@ -594,6 +609,7 @@ def run_profile_job(
             "run_fingerprint": run_fp,
             "dataset": prepared.dataset,
             "users": len(users),
+            "user_share": cfg.user_share,
             "model": model_name(cfg.llm.model),
             "prompt_version": tpl.version,
             "backend": cfg.llm.backend,

@@ -168,6 +168,15 @@ class ProfileJobConfig(Strict):
     # Subset for quick runs: the first `limit_users` users (by id), or exactly these ids.
     limit_users: int | None = Field(default=None, ge=1)
     user_ids: list[int] | None = None
+    # A random share of the users (Beauty: all 22k take hours on CPU). Drawn as the first
+    # ceil(share * n) of one seeded permutation, so a larger share later contains the smaller
+    # one and a rerun with it resumes: only the new users are asked.
+    user_share: float | None = Field(default=None, gt=0, le=1)
+    user_seed: int = 0
+    # Ask nothing more: assemble the selected users whose answers are settled already, so a
+    # long job stopped early (Beauty on CPU) is used at the coverage it reached. A later run
+    # without it resumes the rest.
+    assemble_only: bool = False
     # Results are flushed to a new shard file every `shard_rows` rows or `flush_seconds`.
     shard_rows: int = Field(default=64, ge=1)
     flush_seconds: float = Field(default=30.0, gt=0)
