@@ -7,7 +7,8 @@ distillation gain; a distilled student per profile source (LLM profiles made by 
 and non-LLM template profiles); the ablations (distance, pooling, alpha, layer, coverage, the
 paper's literal loss). References use the same metric code: most-popular and, per profile
 source, profile-only (cosine between profile and item-text embeddings); the report also says
-how many of each source's profiles the profile job's checks flagged. Every finished run is cached in
+how many of each source's profiles the profile job's checks flagged, and splits each distilled
+student's change by whether the test user has a profile (partial coverage). Every finished run is cached in
 ``<out>/runs/<key>.json`` (committed with the results: a later session or a clean clone adds
 seeds or variants without retraining the finished ones), so a rerun only trains what is missing.
 
@@ -390,8 +391,16 @@ def coverage_split(variants: dict[str, list[EvalResult]], sources: dict[str, str
 
 
 def coverage_table(block: dict) -> str:
-    head = ["profile source", "test users", "n", "baseline", "distilled", "change", "p (paired t / Wilcoxon)"]
-    head.append("profile-only")
+    head = [
+        "profile source",
+        "test users",
+        "n",
+        "baseline",
+        "distilled",
+        "change",
+        "p (t / Wilcoxon)",
+        "profile-only",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for src, groups in block.get("by_coverage", {}).items():
         for group, g in groups.items():
