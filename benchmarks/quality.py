@@ -41,6 +41,7 @@ from ucd.pipelines.evaluate import (
     evaluate_most_popular,
     evaluate_profile_only_reference,
     format_comparison,
+    per_user_mean,
 )
 from ucd.seqdata import ProfileTable, SequenceData
 from ucd.training import TrainConfig
@@ -349,10 +350,6 @@ def run_block(
     return report
 
 
-def _user_means(results: list[EvalResult], metric: str = "ndcg@10") -> np.ndarray:
-    return np.mean([r.per_user[metric] for r in results], axis=0)
-
-
 def coverage_split(variants: dict[str, list[EvalResult]], sources: dict[str, str], data) -> dict:
     """Per profile source: its distilled student vs the baseline, and its profile-only
     reference, over the test users who have a profile and over those who do not.
@@ -363,14 +360,14 @@ def coverage_split(variants: dict[str, list[EvalResult]], sources: dict[str, str
     """
     out: dict[str, dict] = {}
     users = data.test.user_ids
-    base = _user_means(variants[BASELINE]) if BASELINE in variants else None
+    base = per_user_mean(variants[BASELINE]) if BASELINE in variants else None
     for src, path in sources.items():
         name = distilled_name(src)
         if base is None or name not in variants:
             continue
         has = ProfileTable.load(path, data.n_users, expected_fingerprint=data.fingerprint).has.numpy()[users]
-        dist = _user_means(variants[name])
-        ref = _user_means(variants[f"profile-only[{src}]"])
+        dist = per_user_mean(variants[name])
+        ref = per_user_mean(variants[f"profile-only[{src}]"])
         groups = {}
         for group, mask in (("with a profile", has), ("without a profile", ~has)):
             if not mask.any():

@@ -100,6 +100,15 @@ def evaluate_profile_only_reference(
     return _result(name, ev, rows, exclude_seen)
 
 
+def per_user_mean(results: list[EvalResult], metric: str = "ndcg@10") -> np.ndarray:
+    """Each user's ``metric`` averaged over the runs (seeds) of one variant."""
+    users = results[0].user_ids
+    for r in results[1:]:
+        if not np.array_equal(r.user_ids, users):
+            raise ValueError("runs were evaluated on different users; cannot pair them")
+    return np.mean([r.per_user[metric] for r in results], axis=0)
+
+
 def compare(variants: dict[str, list[EvalResult]], metric: str = "ndcg@10") -> dict:
     """Mean ± std over seeds per variant, change vs the first variant, paired test over users.
 
@@ -109,18 +118,10 @@ def compare(variants: dict[str, list[EvalResult]], metric: str = "ndcg@10") -> d
     names = list(variants)
     base_name = names[0]
     rows = compare_runs({n: [r.metrics for r in variants[n]] for n in names})
-
-    def per_user_mean(results: list[EvalResult]) -> tuple[np.ndarray, np.ndarray]:
-        users = results[0].user_ids
-        for r in results[1:]:
-            if not np.array_equal(r.user_ids, users):
-                raise ValueError("runs were evaluated on different users; cannot pair them")
-        return users, np.mean([r.per_user[metric] for r in results], axis=0)
-
-    _, base = per_user_mean(variants[base_name])
+    base = per_user_mean(variants[base_name], metric)
     tests = {}
     for n in names[1:]:
-        _, other = per_user_mean(variants[n])
+        other = per_user_mean(variants[n], metric)
         tests[n] = paired_test(base, other)
     seen = {r.exclude_seen for rs in variants.values() for r in rs}
     return {
