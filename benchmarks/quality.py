@@ -10,7 +10,8 @@ source, profile-only (cosine between profile and item-text embeddings); the repo
 how many of each source's profiles the profile job's checks flagged, and splits each distilled
 student's change by whether the test user has a profile (partial coverage). Every finished run is cached in
 ``<out>/runs/<key>.json`` (committed with the results: a later session or a clean clone adds
-seeds or variants without retraining the finished ones), so a rerun only trains what is missing.
+seeds or variants without retraining the finished ones), so a rerun only trains what is missing;
+a distilled run whose profile folder now embeds other users (a resumed profile job) is trained again.
 
 Writes ``<out>/quality.json``, ``<out>/quality.md`` and ``<out>/gains.png``;
 ``benchmarks/render_readme.py`` puts the Markdown into README.md.
@@ -202,16 +203,43 @@ def profile_source_info(path: str) -> dict:
     }
 
 
-def train_cached(cfg: TrainConfig, cache: Path, label: str) -> dict:
+def profiles_used(cfg: TrainConfig) -> str | None:
+    """Which users' profiles (and which embedder) a distilled run learns from.
+
+    The run cache is keyed by the config, which names the profiles' folder only; a resumed
+    profile job grows that folder, and a record trained on fewer profiles must not pass for
+    one trained on the new set. User ids and embedder, not file bytes: template embeddings
+    rewritten on another machine differ in the last float bits, not in what they hold.
+    """
+    if not (cfg.distill.enabled and cfg.profiles):
+        return None
+    table = pq.read_table(schema.profile_embeddings_file(cfg.profiles), columns=["user_id", "model"])
+    users = sorted(table.column("user_id").to_pylist())
+    return _key(users, sorted(set(table.column("model").to_pylist())))
+
+
+def train_cached(cfg: TrainConfig, cache: Path, label: str, log=print) -> dict:
     from ucd.pipelines.train import run_training, train_key
 
     # min_epochs joins the key only when set, so records made before it existed keep theirs.
     key = _key(train_key(cfg), cfg.epochs, cfg.patience, *([cfg.min_epochs] if cfg.min_epochs else []))
     path = cache / f"{key}.json"
+    used = profiles_used(cfg)
     if path.exists():
-        return json.loads(path.read_text())
+        rec = json.loads(path.read_text())
+        if "profiles_used" not in rec and used is not None:
+            # A record from before this field: adopted as trained on the profiles there now
+            # (the trust every record had before), so later changes to them are caught.
+            rec["profiles_used"] = used
+            path.write_text(json.dumps(rec))
+        if rec.get("profiles_used") == used:
+            return rec
+        log(f"[quality] {path}: trained on other profiles than {cfg.profiles} holds now; training again")
     t = time.perf_counter()
-    res = run_training(cfg.model_copy(update={"run_name": f"quality-{label}-s{cfg.seed}"}))
+    # Ray Train resumes by run name and config, blind to the profiles' content: the name
+    # carries it so a run on grown profiles never resumes the checkpoint of one on fewer.
+    name = f"quality-{label}-s{cfg.seed}" + (f"-p{used[:8]}" if used else "")
+    res = run_training(cfg.model_copy(update={"run_name": name}))
     rec = {
         "label": label,
         "seed": cfg.seed,
@@ -220,6 +248,7 @@ def train_cached(cfg: TrainConfig, cache: Path, label: str) -> dict:
         "train_seconds": sum(h["train_seconds"] for h in res.history),
         "best_epoch": res.best_epoch,
         "epochs_run": len(res.history),
+        "profiles_used": used,
         "test": res.test,
         "per_user_ndcg@10": res.per_user["ndcg@10"].tolist(),
         "curves": {
@@ -272,7 +301,7 @@ def run_block(
         if only is not None and name not in only:
             return
         cfg = build_config(TrainConfig, cfg_path, [*common, f"seed={seed}", *overrides])
-        rec = train_cached(cfg, cache, f"{ds['name']}-{protocol}-{student}-{name}")
+        rec = train_cached(cfg, cache, f"{ds['name']}-{protocol}-{student}-{name}", log)
         variants.setdefault(name, []).append(_as_eval(name, rec, users))
         runs.setdefault(name, []).append(rec)
 

@@ -32,7 +32,7 @@ def grid(quality, ml100k_loo, tmp_path, monkeypatch):
     calls: list[tuple[str, int, int, str]] = []
     n_test = len(quality.SequenceData.load(ml100k_loo).test.user_ids)
 
-    def fake_train(cfg, cache, label):
+    def fake_train(cfg, cache, label, log=None):
         calls.append((label.split("-sasrec-", 1)[1], cfg.seed, cfg.epochs, str(cfg.distill.pooling)))
         return {"test": {"test_ndcg@10": 0.1}, "per_user_ndcg@10": [0.1] * n_test}
 
@@ -225,3 +225,66 @@ def test_coverage_split_compares_profiled_and_unprofiled_users_apart(quality, tm
     assert without["profile-only[llm]"] == 0.0
     table = quality.coverage_table({"by_coverage": {"llm": split}})
     assert "| llm | with a profile | 3 | 0.2000 | 0.3000 | +50.0% |" in table
+
+
+def test_cached_distilled_run_is_trained_again_when_its_profiles_change(quality, tmp_path, monkeypatch):
+    """The run cache is keyed by the config, which names the profiles' folder only: a resumed
+    profile job that embeds more users must not leave the old record passing for the new set."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ucd import schema
+
+    def write_profiles(users):
+        emb = pa.table(
+            {
+                "user_id": pa.array(users, pa.int32()),
+                "embedding": [[1.0, 0.0]] * len(users),
+                "model": ["e"] * len(users),
+            },
+            schema=schema.profile_embeddings_schema(2),
+        )
+        pq.write_table(emb, tmp_path / "profile_embeddings.parquet")
+
+    trained = []
+
+    def fake_run_training(cfg):
+        trained.append(cfg.run_name)
+        hist = [{"train_seconds": 1.0, "train_rec_loss": 1.0, "train_distill_loss": 0.0, "val_ndcg@10": 0.1}]
+        return SimpleNamespace(
+            history=hist, best_epoch=1, test={"test_ndcg@10": 0.1}, per_user={"ndcg@10": np.zeros(2)}
+        )
+
+    import ucd.pipelines.train as train_mod
+
+    monkeypatch.setattr(train_mod, "run_training", fake_run_training)
+    cfg = quality.build_config(
+        quality.TrainConfig,
+        str(ROOT / "configs/train/ml-100k-sasrec-distill.yaml"),
+        ["distill.enabled=true", f"profiles={tmp_path}", "seed=1"],
+    )
+    cache = tmp_path / "runs"
+    write_profiles([1, 2])
+    first = quality.train_cached(cfg, cache, "x", log=lambda *_: None)
+    assert quality.train_cached(cfg, cache, "x", log=lambda *_: None) == first
+    assert len(trained) == 1  # same profiles: the record is reused
+
+    write_profiles([1, 2, 3])  # the profile job resumed and embedded one more user
+    logged = []
+    quality.train_cached(cfg, cache, "x", log=logged.append)
+    assert len(trained) == 2 and trained[0] != trained[1]  # another Ray run name: no stale resume
+    assert "training again" in logged[0]
+
+    # A record written before the field existed is adopted once, then guarded like the others.
+    (record,) = cache.glob("*.json")
+    legacy = quality.json.loads(record.read_text())
+    del legacy["profiles_used"]
+    record.write_text(quality.json.dumps(legacy))
+    quality.train_cached(cfg, cache, "x", log=lambda *_: None)
+    assert len(trained) == 2 and "profiles_used" in quality.json.loads(record.read_text())
+    write_profiles([1, 2])
+    quality.train_cached(cfg, cache, "x", log=lambda *_: None)
+    assert len(trained) == 3
