@@ -213,7 +213,8 @@ def profiles_used(cfg: TrainConfig) -> str | None:
     """
     if not (cfg.distill.enabled and cfg.profiles):
         return None
-    table = pq.read_table(schema.profile_embeddings_file(cfg.profiles), columns=["user_id", "model"])
+    emb_file = schema.profile_embeddings_file(cfg.profiles)
+    table = schema.read_table(emb_file, "profile_embeddings", columns=["user_id", "model"])
     users = sorted(table.column("user_id").to_pylist())
     return _key(users, sorted(set(table.column("model").to_pylist())))
 
