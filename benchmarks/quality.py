@@ -203,29 +203,15 @@ def profile_source_info(path: str) -> dict:
     }
 
 
-def profiles_used(cfg: TrainConfig) -> str | None:
-    """Which users' profiles (and which embedder) a distilled run learns from.
-
-    The run cache is keyed by the config, which names the profiles' folder only; a resumed
-    profile job grows that folder, and a record trained on fewer profiles must not pass for
-    one trained on the new set. User ids and embedder, not file bytes: template embeddings
-    rewritten on another machine differ in the last float bits, not in what they hold.
-    """
-    if not (cfg.distill.enabled and cfg.profiles):
-        return None
-    emb_file = schema.profile_embeddings_file(cfg.profiles)
-    table = schema.read_table(emb_file, "profile_embeddings", columns=["user_id", "model"])
-    users = sorted(table.column("user_id").to_pylist())
-    return _key(users, sorted(set(table.column("model").to_pylist())))
-
-
 def train_cached(cfg: TrainConfig, cache: Path, label: str, log=print) -> dict:
-    from ucd.pipelines.train import run_training, train_key
+    from ucd.pipelines.train import profiles_id, run_training, train_key
 
     # min_epochs joins the key only when set, so records made before it existed keep theirs.
     key = _key(train_key(cfg), cfg.epochs, cfg.patience, *([cfg.min_epochs] if cfg.min_epochs else []))
     path = cache / f"{key}.json"
-    used = profiles_used(cfg)
+    # The key names the profiles' folder only; which profiles it holds now is checked apart,
+    # so a resumed profile job that grew the folder trains the run again.
+    used = profiles_id(cfg)
     if path.exists():
         rec = json.loads(path.read_text())
         if "profiles_used" not in rec and used is not None:
@@ -237,10 +223,8 @@ def train_cached(cfg: TrainConfig, cache: Path, label: str, log=print) -> dict:
             return rec
         log(f"[quality] {path}: trained on other profiles than {cfg.profiles} holds now; training again")
     t = time.perf_counter()
-    # Ray Train resumes by run name and config, blind to the profiles' content: the name
-    # carries it so a run on grown profiles never resumes the checkpoint of one on fewer.
-    name = f"quality-{label}-s{cfg.seed}" + (f"-p{used[:8]}" if used else "")
-    res = run_training(cfg.model_copy(update={"run_name": name}))
+    # run_training puts the profiles' identity in the Ray run name: no stale checkpoint resumes.
+    res = run_training(cfg.model_copy(update={"run_name": f"quality-{label}-s{cfg.seed}"}))
     rec = {
         "label": label,
         "seed": cfg.seed,

