@@ -370,20 +370,29 @@ def coverage_split(variants: dict[str, list[EvalResult]], sources: dict[str, str
 
     Where only some users have one (a share of Beauty, temporal test users with no history
     before the cut), the whole-population change mixes both groups and dilutes what the
-    profiled users get.
+    profiled users get. Sources that cover different users are also compared on the users
+    every source profiled, so two LLMs (or an LLM and the template) meet on the same users.
     """
     out: dict[str, dict] = {}
     users = data.test.user_ids
     base = per_user_mean(variants[BASELINE]) if BASELINE in variants else None
-    for src, path in sources.items():
+    if base is None:
+        return out
+    covered = {
+        src: ProfileTable.load(path, data.n_users, expected_fingerprint=data.fingerprint).has.numpy()[users]
+        for src, path in sources.items()
+        if distilled_name(src) in variants
+    }
+    common = np.logical_and.reduce(list(covered.values())) if len(covered) > 1 else None
+    for src, has in covered.items():
         name = distilled_name(src)
-        if base is None or name not in variants:
-            continue
-        has = ProfileTable.load(path, data.n_users, expected_fingerprint=data.fingerprint).has.numpy()[users]
         dist = per_user_mean(variants[name])
         ref = per_user_mean(variants[f"profile-only[{src}]"])
         groups = {}
-        for group, mask in (("with a profile", has), ("without a profile", ~has)):
+        split = [("with a profile", has), ("without a profile", ~has)]
+        if common is not None and common.any() and common.sum() < has.sum():
+            split.append(("profiled by every source", common))
+        for group, mask in split:
             if not mask.any():
                 continue
             test = paired_test(base[mask], dist[mask])
@@ -428,8 +437,8 @@ def coverage_table(block: dict) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     lines.append(
         "\nNDCG@10 of the test users split by whether the source holds an embedded profile for "
-        "them (each user's NDCG averaged over seeds, then over users); p: distilled vs baseline "
-        "on the same users."
+        "them, and on the users every source profiled (each user's NDCG averaged over seeds, "
+        "then over users); p: distilled vs baseline on the same users."
     )
     return "\n".join(lines)
 

@@ -190,6 +190,7 @@ def test_coverage_split_compares_profiled_and_unprofiled_users_apart(quality, tm
 
     import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from ucd import schema
 
@@ -225,6 +226,21 @@ def test_coverage_split_compares_profiled_and_unprofiled_users_apart(quality, tm
     assert without["profile-only[llm]"] == 0.0
     table = quality.coverage_table({"by_coverage": {"llm": split}})
     assert "| llm | with a profile | 3 | 0.2000 | 0.3000 | +50.0% |" in table
+
+    # A second source that profiled users 2 and 3 only: both meet on those two users.
+    small = emb.filter(pc.is_in(emb.column("user_id"), pa.array([2, 3], pa.int32())))
+    schema.write_table(
+        small, tmp_path / "b" / "profile_embeddings.parquet", "profile_embeddings", {}, schema=emb.schema
+    )
+    variants["distilled[b]"] = res("d", [0.1, 0.4, 0.1, 0.4, 0.5, 0.6])
+    variants["profile-only[b]"] = res("p", [0.0, 0.2, 0.2, 0.0, 0.0, 0.0])
+    both = quality.coverage_split(variants, {"llm": str(tmp_path), "b": str(tmp_path / "b")}, data)
+    same = both["llm"]["profiled by every source"]
+    assert same["n"] == 2 and same["baseline"] == pytest.approx(0.25)
+    assert same["distilled[llm]"] == pytest.approx(0.35) and same["profile-only[llm]"] == pytest.approx(0.5)
+    assert "profiled by every source" not in both["b"]  # its own profiled users are those already
+    assert both["b"]["with a profile"]["distilled[b]"] == pytest.approx(0.25)
+    assert both["llm"]["with a profile"] == with_p  # the other groups are unchanged
 
 
 def test_cached_distilled_run_is_trained_again_when_its_profiles_change(quality, tmp_path, monkeypatch):
