@@ -53,7 +53,7 @@ def _submit(cmd: list[str], env: dict, timeout: float, head: subprocess.Popen) -
         time.sleep(3)
 
 
-def _start_head(bin_dir: Path, env: dict, log_path: Path, tries: int = 2):
+def _start_head(bin_dir: Path, env: dict, log_path: Path, tries: int = 3):
     """A local head with a dashboard, on free ports. On a loaded machine `ray start --block`
     sometimes kills the head seconds after the dashboard answers (its client server timed out
     waiting for node info, seen while CI shared 2 cores with a profile job): start it again."""
@@ -89,9 +89,12 @@ def _start_head(bin_dir: Path, env: dict, log_path: Path, tries: int = 2):
         try:
             _wait_http(f"http://127.0.0.1:{dash}/api/version", 180)
             time.sleep(5)  # the block loop reports a dead subprocess about a second later
+            up = head.poll() is None
         except TimeoutError:
-            pass
-        if head.poll() is None:
+            # Not up, even if the process still lives: seen under load, Ray gave up on its
+            # dashboard after 97 s and the head was still shutting down when this timed out.
+            up = False
+        if up:
             return head, dash, temp, log
         _stop_group(head)
         log.close()
