@@ -56,6 +56,8 @@ ABLATIONS: dict[str, list[str]] = {
     "layer=1": ["distill.layer=1"],
     "coverage=25%": ["profile_coverage=0.25"],
     "coverage=50%": ["profile_coverage=0.5"],
+    # The distill term times the batch's profiled share (ucd/distill.py, "Partial coverage").
+    "weight=coverage": ["distill.weight_by_coverage=true"],
     # The paper's loss taken literally: unbounded beta, raw target, MSE (DESIGN.md §1 pitfall).
     "paper-literal": [
         "distill.distance=mse",
@@ -203,12 +205,19 @@ def profile_source_info(path: str) -> dict:
     }
 
 
-def train_cached(cfg: TrainConfig, cache: Path, label: str, log=print) -> dict:
-    from ucd.pipelines.train import profiles_id, run_training, train_key
+def record_path(cfg: TrainConfig, cache: Path) -> Path:
+    """Where the run record of ``cfg`` is cached."""
+    from ucd.pipelines.train import train_key
 
     # min_epochs joins the key only when set, so records made before it existed keep theirs.
     key = _key(train_key(cfg), cfg.epochs, cfg.patience, *([cfg.min_epochs] if cfg.min_epochs else []))
-    path = cache / f"{key}.json"
+    return cache / f"{key}.json"
+
+
+def train_cached(cfg: TrainConfig, cache: Path, label: str, log=print) -> dict:
+    from ucd.pipelines.train import profiles_id, run_training
+
+    path = record_path(cfg, cache)
     # The key names the profiles' folder only; which profiles it holds now is checked apart,
     # so a resumed profile job that grew the folder trains the run again.
     used = profiles_id(cfg)

@@ -144,6 +144,42 @@ def test_single_profiled_user_is_finite():
     assert torch.isfinite(loss) and torch.isfinite(h.grad).all()
 
 
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.distance}-{c.project}")
+def test_weight_by_coverage_gives_each_profiled_user_its_full_coverage_pull(cfg):
+    """Plain mean: a profiled user's gradient grows as fewer users of the batch have a profile.
+    Weighted by the profiled share, it is what the user gets at full coverage."""
+    weighted = cfg.model_copy(update={"weight_by_coverage": True})
+    h, valid, prof = head_inputs()
+    has = torch.tensor([True, False, True, False, False, False])
+
+    def run(c, mask):
+        torch.manual_seed(0)
+        head = DistillHead(c, 8, 12)
+        x = h.detach().clone().requires_grad_(True)
+        loss = head(x, valid, prof, mask)
+        loss.backward()
+        return loss.detach(), x.grad
+
+    plain, plain_grad = run(cfg, has)
+    scaled, scaled_grad = run(weighted, has)
+    torch.testing.assert_close(scaled, plain * 2 / 6)
+    torch.testing.assert_close(scaled_grad, plain_grad * 2 / 6)
+    assert scaled_grad[~has].abs().max() == 0
+    everyone = torch.ones(6, dtype=torch.bool)
+    torch.testing.assert_close(run(weighted, everyone)[0], run(cfg, everyone)[0])
+
+
+def test_a_run_with_weight_by_coverage_does_not_resume_one_without():
+    # That runs recorded before the setting keep their keys is checked on the committed
+    # benchmark records (tests/test_quality_grid.py).
+    from ucd.pipelines.train import train_key
+    from ucd.training import TrainConfig
+
+    cfg = TrainConfig(data="d", distill=DistillConfig(enabled=True))
+    on = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"weight_by_coverage": True})})
+    assert train_key(cfg) != train_key(on)
+
+
 def tiny_student(n_blocks=3):
     torch.manual_seed(0)
     cfg = StudentConfig(n_items=20, max_len=6, hidden=8, n_blocks=n_blocks, dropout=0.0)

@@ -311,3 +311,30 @@ def test_cached_distilled_run_is_trained_again_when_its_profiles_change(quality,
     write_profiles([1, 2], run="llm-run-2")
     quality.train_cached(cfg, cache, "x", log=lambda *_: None)
     assert len(trained) == 4
+
+
+@pytest.mark.parametrize("config", ["quality-beauty.yaml", "quality-beauty-bert4rec.yaml"])
+def test_committed_run_records_keep_their_keys(quality, config):
+    """The README's results are regenerated from the committed run records, found by a hash of
+    the run's config: a setting added with a default must not re-key them (every run would
+    silently train again, hours each here)."""
+    import yaml
+
+    bench = yaml.safe_load((ROOT / "benchmarks" / config).read_text())
+    (ds,) = bench["datasets"]
+    prepared = Path(bench["out"]) / "data" / f"{ds['name']}-loo"  # as run_block names it
+    common = [f"data={prepared}", "registry.enabled=false", *bench["train_overrides"]]
+    variants = {"baseline": ["distill.enabled=false"]}
+    for src in ("smollm2", "qwen"):
+        variants[src] = ["distill.enabled=true", f"profiles={ds['profiles'][src]}"]
+    (student_cfg,) = ds["students"].values()
+    missing = []
+    for name, overrides in variants.items():
+        for seed in ds["seeds"]:
+            cfg = quality.build_config(
+                quality.TrainConfig, str(ROOT / student_cfg), [*common, f"seed={seed}", *overrides]
+            )
+            path = quality.record_path(cfg, ROOT / bench["out"] / "runs")
+            if not path.exists():
+                missing.append((name, seed, path.name))
+    assert not missing

@@ -41,6 +41,15 @@ the literal loss ends at rec loss ~3.9 against ~1.03 without distillation, its p
 profiles shrinking to 7% of their initial variance; the defaults end at ~1.13. The same
 defaults with ``beta_max = 10`` lagged visibly more (measured while choosing the bound).
 
+Partial coverage
+----------------
+L_distill is a mean over the profiled users of the batch, so its weight does not depend on
+how many there are: with 2% of users profiled, the 2-3 profiled users of a 128-user batch
+carry the whole alpha = 0.4 share, about 50 times the pull each user gets at full coverage,
+and their noise reaches every user through the shared weights. ``weight_by_coverage``
+multiplies the term by the batch's profiled share, so each profiled user pulls as hard as at
+full coverage. Off by default: every run recorded before it existed used the plain mean.
+
 ``DistillConfig.paper()`` returns the literal configuration (``beta_max=None``,
 ``target_norm="none"``, ``variance_weight=0``, MSE, mean pooling) to reproduce the collapse.
 """
@@ -149,6 +158,10 @@ class DistillConfig(BaseModel):
     target_norm: Literal["none", "l2", "standardize"] = "standardize"
     variance_weight: float = Field(1.0, ge=0.0)
     temperature: float = Field(0.1, gt=0.0)
+    weight_by_coverage: bool = Field(
+        False,
+        description="scale L_distill by the batch's share of profiled users (partial coverage)",
+    )
 
     @classmethod
     def paper(cls, **overrides) -> DistillConfig:
@@ -247,6 +260,10 @@ class DistillHead(nn.Module):
             loss = torch.where(loss > 0, loss.clamp_min(1e-12).sqrt(), loss)
         if self.cfg.variance_weight > 0 and self.cfg.project == "profile":
             loss = loss + self.cfg.variance_weight * variance_hinge(target_raw, weights=w)
+        if self.cfg.weight_by_coverage:
+            # A mean over the profiled users alone gives each of them batch/n_profiled times the
+            # pull they get at full coverage; this share restores it (identical at 100%).
+            loss = loss * (w.sum() / w.numel())
         return loss
 
     def _normalize(self, z: Tensor, w: Tensor) -> Tensor:

@@ -220,7 +220,15 @@ def train_key(cfg: TrainConfig) -> str:
         "eval_batch_size",
     ):
         d.pop(k, None)
+    # Settings added after runs were recorded join the key only when moved off the value those
+    # runs had, so their checkpoints and benchmark records keep their identity.
+    for section, k, historical in _ADDED_LATER:
+        if d[section].get(k) == historical:
+            d[section].pop(k)
     return schema.fingerprint(d)[:10]
+
+
+_ADDED_LATER = (("distill", "weight_by_coverage", False),)
 
 
 def profiles_id(cfg: TrainConfig) -> str | None:
