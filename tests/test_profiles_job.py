@@ -53,6 +53,9 @@ def _submit(cmd: list[str], env: dict, timeout: float, head: subprocess.Popen) -
         time.sleep(3)
 
 
+DASHBOARD_STARTUP_S = 240
+
+
 def _start_head(bin_dir: Path, env: dict, log_path: Path, tries: int = 3):
     """A local head with a dashboard, on free ports. On a loaded machine `ray start --block`
     sometimes kills the head seconds after the dashboard answers (its client server timed out
@@ -87,7 +90,7 @@ def _start_head(bin_dir: Path, env: dict, log_path: Path, tries: int = 3):
             start_new_session=True,
         )
         try:
-            _wait_http(f"http://127.0.0.1:{dash}/api/version", 180)
+            _wait_http(f"http://127.0.0.1:{dash}/api/version", DASHBOARD_STARTUP_S + 60)
             time.sleep(5)  # the block loop reports a dead subprocess about a second later
             up = head.poll() is None
         except TimeoutError:
@@ -120,6 +123,9 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # Token auth on both sides, explicitly (the CLI client does not assume it).
     env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", HF_HUB_OFFLINE="1", RAY_AUTH_MODE="token")
+    # Ray gives its dashboard 60 s to start; on 2 loaded cores (CI beside three trainings) the
+    # dashboard process had not even opened its log by then, three starts in a row.
+    env["RAY_DASHBOARD_STARTUP_TIMEOUT_S"] = str(DASHBOARD_STARTUP_S)
     head, dash, temp, log = _start_head(bin_dir, env, tmp_path / "head.log")
     out = tmp_path / "out"
     try:
