@@ -350,7 +350,13 @@ def run_block(
         name = f"profile-only[{src}]"
         variants[name] = [evaluate_profile_only_reference(prepared, data, path, name=name)]
     report = compare(variants)
-    report["by_coverage"] = coverage_split(variants, sources, data)
+    # A coverage ablation distills from a subset of its source's users: its split would be wrong.
+    split_ablations = {
+        ablation_name(a, primary): primary
+        for a in ds.get("ablations", [])
+        if not any(o.startswith("profile_coverage=") for o in ABLATIONS[a])
+    }
+    report["by_coverage"] = coverage_split(variants, sources, data, split_ablations)
     distill_epochs = build_config(TrainConfig, cfg_path, common).distill.epochs
     report.update(
         dataset=ds["name"],
@@ -373,7 +379,12 @@ def run_block(
     return report
 
 
-def coverage_split(variants: dict[str, list[EvalResult]], sources: dict[str, str], data) -> dict:
+def coverage_split(
+    variants: dict[str, list[EvalResult]],
+    sources: dict[str, str],
+    data,
+    ablations: dict[str, str] | None = None,
+) -> dict:
     """Per profile source: its distilled student vs the baseline, and its profile-only
     reference, over the test users who have a profile and over those who do not.
 
@@ -381,6 +392,8 @@ def coverage_split(variants: dict[str, list[EvalResult]], sources: dict[str, str
     before the cut), the whole-population change mixes both groups and dilutes what the
     profiled users get. Sources that cover different users are also compared on the users
     every source profiled, so two LLMs (or an LLM and the template) meet on the same users.
+    ``ablations`` (variant name -> its source) adds those variants, split by their source's
+    users, under their own names.
     """
     out: dict[str, dict] = {}
     users = data.test.user_ids
@@ -393,8 +406,12 @@ def coverage_split(variants: dict[str, list[EvalResult]], sources: dict[str, str
         if distilled_name(src) in variants
     }
     common = np.logical_and.reduce(list(covered.values())) if len(covered) > 1 else None
-    for src, has in covered.items():
-        name = distilled_name(src)
+    rows = [(src, src, distilled_name(src)) for src in covered]
+    rows += [
+        (name, src, name) for name, src in (ablations or {}).items() if src in covered and name in variants
+    ]
+    for key, src, name in rows:
+        has = covered[src]
         dist = per_user_mean(variants[name])
         ref = per_user_mean(variants[f"profile-only[{src}]"])
         groups = {}
@@ -407,6 +424,8 @@ def coverage_split(variants: dict[str, list[EvalResult]], sources: dict[str, str
             test = paired_test(base[mask], dist[mask])
             b, d = float(base[mask].mean()), float(dist[mask].mean())
             groups[group] = {
+                "variant": name,
+                "source": src,
                 "n": int(mask.sum()),
                 BASELINE: b,
                 name: d,
@@ -415,7 +434,7 @@ def coverage_split(variants: dict[str, list[EvalResult]], sources: dict[str, str
                 "wilcoxon_p": test["wilcoxon_p"],
                 f"profile-only[{src}]": float(ref[mask].mean()),
             }
-        out[src] = groups
+        out[key] = groups
     return out
 
 
@@ -431,14 +450,15 @@ def coverage_table(block: dict) -> str:
         "profile-only",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for src, groups in block.get("by_coverage", {}).items():
+    for key, groups in block.get("by_coverage", {}).items():
         for group, g in groups.items():
+            src = g.get("source", key)  # reports written before ablation rows lack the fields
             cells = [
-                src,
+                key,
                 group,
                 str(g["n"]),
                 f"{g[BASELINE]:.4f}",
-                f"{g[distilled_name(src)]:.4f}",
+                f"{g[g.get('variant', distilled_name(src))]:.4f}",
                 f"{100 * g['rel_change']:+.1f}%",
                 f"{g['p_value']:.3g} / {g['wilcoxon_p']:.3g}",
                 f"{g[f'profile-only[{src}]']:.4f}",
@@ -446,7 +466,7 @@ def coverage_table(block: dict) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     lines.append(
         "\nNDCG@10 of the test users split by whether the source holds an embedded profile for "
-        "them, and on the users every source profiled (each user's NDCG averaged over seeds, "
+        "them (an ablation's rows: by its source's profiles), and on the users every source profiled (each user's NDCG averaged over seeds, "
         "then over users); p: distilled vs baseline on the same users."
     )
     return "\n".join(lines)

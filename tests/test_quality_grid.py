@@ -242,6 +242,16 @@ def test_coverage_split_compares_profiled_and_unprofiled_users_apart(quality, tm
     assert both["b"]["with a profile"]["distilled[b]"] == pytest.approx(0.25)
     assert both["llm"]["with a profile"] == with_p  # the other groups are unchanged
 
+    # An ablation on a source is split by that source's users, in a row of its own.
+    variants["alpha=0.2 [llm]"] = res("a", [0.2, 0.3, 0.4, 0.4, 0.5, 0.6])
+    split = quality.coverage_split(variants, {"llm": str(tmp_path)}, data, {"alpha=0.2 [llm]": "llm"})
+    ablated = split["alpha=0.2 [llm]"]
+    assert ablated["with a profile"]["alpha=0.2 [llm]"] == pytest.approx(0.3)
+    assert ablated["without a profile"]["rel_change"] == pytest.approx(0.0)
+    assert split["llm"]["with a profile"] == with_p
+    table = quality.coverage_table({"by_coverage": split})
+    assert "| alpha=0.2 [llm] | with a profile | 3 | 0.2000 | 0.3000 | +50.0% |" in table
+
 
 def test_cached_distilled_run_is_trained_again_when_its_profiles_change(quality, tmp_path, monkeypatch):
     """The run cache is keyed by the config, which names the profiles' folder only: a resumed
