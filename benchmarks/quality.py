@@ -466,8 +466,9 @@ def coverage_table(block: dict) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     lines.append(
         "\nNDCG@10 of the test users split by whether the source holds an embedded profile for "
-        "them (an ablation's rows: by its source's profiles), and on the users every source profiled (each user's NDCG averaged over seeds, "
-        "then over users); p: distilled vs baseline on the same users."
+        "them (an ablation's rows: by its source's profiles), and on the users every source "
+        "profiled (each user's NDCG averaged over seeds, then over users); p: distilled vs "
+        "baseline on the same users."
     )
     return "\n".join(lines)
 
