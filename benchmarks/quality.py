@@ -205,6 +205,15 @@ def profile_source_info(path: str) -> dict:
     }
 
 
+def prepared_dir(out: Path, dataset: str, protocol: str) -> Path:
+    return out / "data" / f"{dataset}-{protocol}"
+
+
+def shared_overrides(bench: dict, prepared: Path) -> list[str]:
+    """The overrides every training run of a block starts from (seed and variant follow)."""
+    return [f"data={prepared}", "registry.enabled=false", *bench.get("train_overrides", [])]
+
+
 def record_path(cfg: TrainConfig, cache: Path) -> Path:
     """Where the run record of ``cfg`` is cached."""
     from ucd.pipelines.train import train_key
@@ -279,7 +288,7 @@ def run_block(
     partial = seeds is not None or only is not None
     prepared = prepare_named(
         ds["name"],
-        out / "data" / f"{ds['name']}-{protocol}",
+        prepared_dir(out, ds["name"], protocol),
         protocol=protocol,
         data_dir=default_data_dir(),
         log=log,
@@ -287,7 +296,7 @@ def run_block(
     data = SequenceData.load(prepared)
     users = data.test.user_ids
     cache = out / "runs"
-    common = [f"data={prepared}", "registry.enabled=false", *bench.get("train_overrides", [])]
+    common = shared_overrides(bench, prepared)
     variants: dict[str, list[EvalResult]] = {}
     runs: dict[str, list[dict]] = {}
 
@@ -452,13 +461,13 @@ def coverage_table(block: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, groups in block.get("by_coverage", {}).items():
         for group, g in groups.items():
-            src = g.get("source", key)  # reports written before ablation rows lack the fields
+            src = g["source"]
             cells = [
                 key,
                 group,
                 str(g["n"]),
                 f"{g[BASELINE]:.4f}",
-                f"{g[g.get('variant', distilled_name(src))]:.4f}",
+                f"{g[g['variant']]:.4f}",
                 f"{100 * g['rel_change']:+.1f}%",
                 f"{g['p_value']:.3g} / {g['wilcoxon_p']:.3g}",
                 f"{g[f'profile-only[{src}]']:.4f}",

@@ -332,8 +332,7 @@ def test_committed_run_records_keep_their_keys(quality, config):
 
     bench = yaml.safe_load((ROOT / "benchmarks" / config).read_text())
     (ds,) = bench["datasets"]
-    prepared = Path(bench["out"]) / "data" / f"{ds['name']}-loo"  # as run_block names it
-    common = [f"data={prepared}", "registry.enabled=false", *bench["train_overrides"]]
+    common = quality.shared_overrides(bench, quality.prepared_dir(Path(bench["out"]), ds["name"], "loo"))
     variants = {"baseline": ["distill.enabled=false"]}
     for src in ("smollm2", "qwen"):
         variants[src] = ["distill.enabled=true", f"profiles={ds['profiles'][src]}"]

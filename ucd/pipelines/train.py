@@ -205,6 +205,10 @@ def _early_stopped(epoch: int, best_epoch: int, cfg: TrainConfig) -> bool:
     return epoch - max(best_epoch, cfg.min_epochs - 1) >= cfg.patience
 
 
+# (section, setting, the value every run recorded before the setting existed had); see train_key.
+_ADDED_LATER = (("distill", "weight_by_coverage", False),)
+
+
 def train_key(cfg: TrainConfig) -> str:
     """Identity of a run for resume: settings that change the result, not its length or plumbing."""
     d = cfg.model_dump(mode="json")
@@ -226,9 +230,6 @@ def train_key(cfg: TrainConfig) -> str:
         if d[section].get(k) == historical:
             d[section].pop(k)
     return schema.fingerprint(d)[:10]
-
-
-_ADDED_LATER = (("distill", "weight_by_coverage", False),)
 
 
 def profiles_id(cfg: TrainConfig) -> str | None:
