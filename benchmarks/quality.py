@@ -299,6 +299,7 @@ def run_block(
     common = shared_overrides(bench, prepared)
     variants: dict[str, list[EvalResult]] = {}
     runs: dict[str, list[dict]] = {}
+    run_seeds: dict[str, list[int]] = {}
 
     def add(name: str, overrides: list[str], seed: int) -> None:
         if only is not None and name not in only:
@@ -307,6 +308,7 @@ def run_block(
         rec = train_cached(cfg, cache, f"{ds['name']}-{protocol}-{student}-{name}", log)
         variants.setdefault(name, []).append(_as_eval(name, rec, users))
         runs.setdefault(name, []).append(rec)
+        run_seeds.setdefault(name, []).append(seed)
 
     sources = {}
     for src, path in ds.get("profiles", {}).items():
@@ -366,6 +368,9 @@ def run_block(
         if not any(o.startswith("profile_coverage=") for o in ABLATIONS[a])
     }
     report["by_coverage"] = coverage_split(variants, sources, data, split_ablations)
+    if primary in sources:
+        parents = {ablation_name(a, primary): distilled_name(primary) for a in ds.get("ablations", [])}
+        report["vs_distilled"] = ablation_comparison(variants, run_seeds, parents)
     distill_epochs = build_config(TrainConfig, cfg_path, common).distill.epochs
     report.update(
         dataset=ds["name"],
@@ -445,6 +450,84 @@ def coverage_split(
             }
         out[key] = groups
     return out
+
+
+def ablation_comparison(
+    variants: dict[str, list[EvalResult]],
+    run_seeds: dict[str, list[int]],
+    parents: dict[str, str],
+    metric: str = "ndcg@10",
+) -> dict:
+    """Each ablation against the distilled variant it changes one setting of, on the seeds both
+    ran (ablations may run fewer seeds than the main comparison).
+
+    The main table compares everything with the baseline; whether an ablation's setting is
+    better than the default needs this comparison, paired over users and listed per seed so
+    that a gain carried by one seed shows.
+    """
+    out: dict[str, dict] = {}
+    for name, parent in parents.items():
+        if name not in variants or parent not in variants:
+            continue
+        by_seed = {
+            n: dict(zip(run_seeds[n], (r.per_user[metric] for r in variants[n]), strict=True))
+            for n in (name, parent)
+        }
+        seeds = [s for s in run_seeds[name] if s in by_seed[parent]]
+        if not seeds:
+            continue
+        a = np.mean([by_seed[parent][s] for s in seeds], axis=0)
+        b = np.mean([by_seed[name][s] for s in seeds], axis=0)
+        test = paired_test(a, b)
+        per_seed = {
+            s: (float(by_seed[name][s].mean()) - float(by_seed[parent][s].mean()))
+            / float(by_seed[parent][s].mean())
+            for s in seeds
+        }
+        out[name] = {
+            "parent": parent,
+            "metric": metric,
+            "seeds": seeds,
+            parent: float(a.mean()),
+            name: float(b.mean()),
+            "rel_change": (float(b.mean()) - float(a.mean())) / float(a.mean()) if a.mean() else float("nan"),
+            "per_seed_rel_change": per_seed,
+            "p_value": test["p_value"],
+            "wilcoxon_p": test["wilcoxon_p"],
+        }
+    return out
+
+
+def ablation_table(block: dict) -> str:
+    head = [
+        "ablation",
+        "against",
+        "seeds",
+        "NDCG@10 of the default",
+        "NDCG@10",
+        "change",
+        "p (t / Wilcoxon)",
+        "per seed",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, c in block.get("vs_distilled", {}).items():
+        cells = [
+            name,
+            c["parent"],
+            " ".join(str(s) for s in c["seeds"]),
+            f"{c[c['parent']]:.4f}",
+            f"{c[name]:.4f}",
+            f"{100 * c['rel_change']:+.1f}%",
+            f"{c['p_value']:.3g} / {c['wilcoxon_p']:.3g}",
+            " / ".join(f"{100 * r:+.1f}%" for r in c["per_seed_rel_change"].values()),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(
+        "\nEach ablation against the distilled variant whose one setting it changes, on the seeds "
+        "both ran (each user's NDCG@10 averaged over those seeds; p paired over users; per seed: "
+        "the change of each seed's mean NDCG@10)."
+    )
+    return "\n".join(lines)
 
 
 def coverage_table(block: dict) -> str:
@@ -545,6 +628,8 @@ def main() -> None:
         md.append(f"**{b['dataset']} / {b['protocol']} / {b['student']}** (`{b['config']}`)\n")
         md.append(format_comparison(b) + "\n")
         md.append(profiles_table(b) + "\n")
+        if b.get("vs_distilled"):
+            md.append(ablation_table(b) + "\n")
         if b.get("by_coverage"):
             md.append(coverage_table(b) + "\n")
         md.append(training_table(b) + "\n")

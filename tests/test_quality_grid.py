@@ -253,6 +253,40 @@ def test_coverage_split_compares_profiled_and_unprofiled_users_apart(quality, tm
     assert "| alpha=0.2 [llm] | with a profile | 3 | 0.2000 | 0.3000 | +50.0% |" in table
 
 
+def test_ablations_are_compared_with_their_distilled_variant_on_the_seeds_both_ran(quality):
+    import numpy as np
+
+    users = np.arange(1, 5)
+
+    def res(*per_user):
+        return [quality.EvalResult("r", {}, {"ndcg@10": np.array(p)}, users, False) for p in per_user]
+
+    # The default ran seeds 1-3, the ablation 3 and 1 (in that order): seed 2 must not enter.
+    variants = {
+        "distilled[llm]": res([0.2, 0.2, 0.2, 0.2], [9.0, 9.0, 9.0, 9.0], [0.4, 0.4, 0.4, 0.4]),
+        "alpha=0.2 [llm]": res([0.3, 0.5, 0.6, 0.6], [0.3, 0.3, 0.3, 0.3]),
+        "pooling=last [llm]": res([0.1, 0.1, 0.1, 0.1]),
+    }
+    seeds = {"distilled[llm]": [1, 2, 3], "alpha=0.2 [llm]": [3, 1], "pooling=last [llm]": [7]}
+    parents = {n: "distilled[llm]" for n in ("alpha=0.2 [llm]", "pooling=last [llm]", "layer=1 [llm]")}
+    out = quality.ablation_comparison(variants, seeds, parents)
+    # No shared seed (7) or no runs at all (layer=1): no row rather than a wrong one.
+    assert list(out) == ["alpha=0.2 [llm]"]
+    c = out["alpha=0.2 [llm]"]
+    assert c["seeds"] == [3, 1] and c["parent"] == "distilled[llm]"
+    assert c["distilled[llm]"] == pytest.approx(0.3) and c["alpha=0.2 [llm]"] == pytest.approx(0.4)
+    assert c["rel_change"] == pytest.approx(1 / 3)
+    # Seed 3: 0.5 vs 0.4; seed 1: 0.3 vs 0.2.
+    assert c["per_seed_rel_change"] == {3: pytest.approx(0.25), 1: pytest.approx(0.5)}
+    want = quality.paired_test([0.3] * 4, [0.3, 0.4, 0.45, 0.45])
+    assert c["p_value"] == pytest.approx(want["p_value"]) and c["wilcoxon_p"] == pytest.approx(
+        want["wilcoxon_p"]
+    )
+    table = quality.ablation_table({"vs_distilled": out})
+    assert "| alpha=0.2 [llm] | distilled[llm] | 3 1 | 0.3000 | 0.4000 | +33.3% |" in table
+    assert table.rstrip().endswith("mean NDCG@10).") and "| +25.0% / +50.0% |" in table
+
+
 def test_cached_distilled_run_is_trained_again_when_its_profiles_change(quality, tmp_path, monkeypatch):
     """The run cache is keyed by the config, which names the profiles' folder only: a resumed
     profile job that embeds more users must not leave the old record passing for the new set."""
