@@ -368,9 +368,11 @@ def run_block(
         if not any(o.startswith("profile_coverage=") for o in ABLATIONS[a])
     }
     report["by_coverage"] = coverage_split(variants, sources, data, split_ablations)
+    trained = [n for n in run_seeds if n != BASELINE]
+    report["vs_baseline_by_seed"] = paired_comparison(variants, run_seeds, dict.fromkeys(trained, BASELINE))
     if primary in sources:
         parents = {ablation_name(a, primary): distilled_name(primary) for a in ds.get("ablations", [])}
-        report["vs_distilled"] = ablation_comparison(variants, run_seeds, parents)
+        report["vs_distilled"] = paired_comparison(variants, run_seeds, parents)
     distill_epochs = build_config(TrainConfig, cfg_path, common).distill.epochs
     report.update(
         dataset=ds["name"],
@@ -452,50 +454,66 @@ def coverage_split(
     return out
 
 
-def ablation_comparison(
+def paired_comparison(
     variants: dict[str, list[EvalResult]],
     run_seeds: dict[str, list[int]],
-    parents: dict[str, str],
+    against: dict[str, str],
     metric: str = "ndcg@10",
 ) -> dict:
-    """Each ablation against the distilled variant it changes one setting of, on the seeds both
-    ran (ablations may run fewer seeds than the main comparison).
+    """Each variant of ``against`` (name -> reference variant) against its reference on the
+    seeds both ran, paired over users, with the change seed by seed.
 
-    The main table compares everything with the baseline; whether an ablation's setting is
-    better than the default needs this comparison, paired over users and listed per seed so
-    that a gain carried by one seed shows.
+    The main table pools each variant's seeds; this says whether a change holds seed by seed
+    (a gain carried by one seed shows), and compares an ablation with the distilled variant
+    whose one setting it changes, which is what "is this setting better than the default"
+    asks, on the same seeds (ablations may run fewer than the main comparison).
     """
     out: dict[str, dict] = {}
-    for name, parent in parents.items():
-        if name not in variants or parent not in variants:
+    for name, ref in against.items():
+        if name not in variants or ref not in variants:
             continue
         by_seed = {
             n: dict(zip(run_seeds[n], (r.per_user[metric] for r in variants[n]), strict=True))
-            for n in (name, parent)
+            for n in (name, ref)
         }
-        seeds = [s for s in run_seeds[name] if s in by_seed[parent]]
+        seeds = [s for s in run_seeds[name] if s in by_seed[ref]]
         if not seeds:
             continue
-        a = np.mean([by_seed[parent][s] for s in seeds], axis=0)
+        a = np.mean([by_seed[ref][s] for s in seeds], axis=0)
         b = np.mean([by_seed[name][s] for s in seeds], axis=0)
         test = paired_test(a, b)
-        per_seed = {
-            s: (float(by_seed[name][s].mean()) - float(by_seed[parent][s].mean()))
-            / float(by_seed[parent][s].mean())
-            for s in seeds
-        }
+        per_seed = {s: _rel(float(by_seed[name][s].mean()), float(by_seed[ref][s].mean())) for s in seeds}
         out[name] = {
-            "parent": parent,
+            "against": ref,
             "metric": metric,
             "seeds": seeds,
-            parent: float(a.mean()),
+            ref: float(a.mean()),
             name: float(b.mean()),
-            "rel_change": (float(b.mean()) - float(a.mean())) / float(a.mean()) if a.mean() else float("nan"),
+            "rel_change": _rel(float(b.mean()), float(a.mean())),
             "per_seed_rel_change": per_seed,
             "p_value": test["p_value"],
             "wilcoxon_p": test["wilcoxon_p"],
         }
     return out
+
+
+def _rel(x: float, ref: float) -> float:
+    return (x - ref) / ref if ref else float("nan")
+
+
+def _per_seed(c: dict) -> str:
+    return " / ".join(f"{100 * r:+.1f}%" for r in c["per_seed_rel_change"].values())
+
+
+def per_seed_table(block: dict) -> str:
+    head = ["variant", "seeds", "NDCG@10 change vs the baseline's same seed", "seeds above the baseline"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, c in block.get("vs_baseline_by_seed", {}).items():
+        above = sum(r > 0 for r in c["per_seed_rel_change"].values())
+        cells = [name, " ".join(map(str, c["seeds"])), _per_seed(c), f"{above} of {len(c['seeds'])}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("\nEach seed's mean NDCG@10 against the baseline run with the same seed.")
+    return "\n".join(lines)
 
 
 def ablation_table(block: dict) -> str:
@@ -513,13 +531,13 @@ def ablation_table(block: dict) -> str:
     for name, c in block.get("vs_distilled", {}).items():
         cells = [
             name,
-            c["parent"],
-            " ".join(str(s) for s in c["seeds"]),
-            f"{c[c['parent']]:.4f}",
+            c["against"],
+            " ".join(map(str, c["seeds"])),
+            f"{c[c['against']]:.4f}",
             f"{c[name]:.4f}",
             f"{100 * c['rel_change']:+.1f}%",
             f"{c['p_value']:.3g} / {c['wilcoxon_p']:.3g}",
-            " / ".join(f"{100 * r:+.1f}%" for r in c["per_seed_rel_change"].values()),
+            _per_seed(c),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(
@@ -627,6 +645,8 @@ def main() -> None:
     for b in blocks:
         md.append(f"**{b['dataset']} / {b['protocol']} / {b['student']}** (`{b['config']}`)\n")
         md.append(format_comparison(b) + "\n")
+        if b.get("vs_baseline_by_seed"):
+            md.append(per_seed_table(b) + "\n")
         md.append(profiles_table(b) + "\n")
         if b.get("vs_distilled"):
             md.append(ablation_table(b) + "\n")

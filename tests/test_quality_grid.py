@@ -269,11 +269,11 @@ def test_ablations_are_compared_with_their_distilled_variant_on_the_seeds_both_r
     }
     seeds = {"distilled[llm]": [1, 2, 3], "alpha=0.2 [llm]": [3, 1], "pooling=last [llm]": [7]}
     parents = {n: "distilled[llm]" for n in ("alpha=0.2 [llm]", "pooling=last [llm]", "layer=1 [llm]")}
-    out = quality.ablation_comparison(variants, seeds, parents)
+    out = quality.paired_comparison(variants, seeds, parents)
     # No shared seed (7) or no runs at all (layer=1): no row rather than a wrong one.
     assert list(out) == ["alpha=0.2 [llm]"]
     c = out["alpha=0.2 [llm]"]
-    assert c["seeds"] == [3, 1] and c["parent"] == "distilled[llm]"
+    assert c["seeds"] == [3, 1] and c["against"] == "distilled[llm]"
     assert c["distilled[llm]"] == pytest.approx(0.3) and c["alpha=0.2 [llm]"] == pytest.approx(0.4)
     assert c["rel_change"] == pytest.approx(1 / 3)
     # Seed 3: 0.5 vs 0.4; seed 1: 0.3 vs 0.2.
@@ -285,6 +285,14 @@ def test_ablations_are_compared_with_their_distilled_variant_on_the_seeds_both_r
     table = quality.ablation_table({"vs_distilled": out})
     assert "| alpha=0.2 [llm] | distilled[llm] | 3 1 | 0.3000 | 0.4000 | +33.3% |" in table
     assert table.rstrip().endswith("mean NDCG@10).") and "| +25.0% / +50.0% |" in table
+
+    # Seed by seed against the baseline: above it on one seed of two.
+    variants["baseline"] = res([0.2, 0.2, 0.2, 0.2], [0.5, 0.5, 0.5, 0.5])
+    seeds["baseline"] = [1, 3]
+    by_seed = quality.paired_comparison(variants, seeds, {"alpha=0.2 [llm]": "baseline"})
+    assert by_seed["alpha=0.2 [llm]"]["per_seed_rel_change"] == {3: pytest.approx(0.0), 1: pytest.approx(0.5)}
+    table = quality.per_seed_table({"vs_baseline_by_seed": by_seed})
+    assert "| alpha=0.2 [llm] | 3 1 | +0.0% / +50.0% | 1 of 2 |" in table
 
 
 def test_cached_distilled_run_is_trained_again_when_its_profiles_change(quality, tmp_path, monkeypatch):
