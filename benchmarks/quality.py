@@ -8,7 +8,9 @@ and non-LLM template profiles); the ablations (distance, pooling, alpha, layer, 
 paper's literal loss). References use the same metric code: most-popular and, per profile
 source, profile-only (cosine between profile and item-text embeddings); the report also says
 how many of each source's profiles the profile job's checks flagged, and splits each distilled
-student's change by whether the test user has a profile (partial coverage). Every finished run is cached in
+student's change by whether the test user has a profile (partial coverage), gives each
+variant's change against the baseline seed by seed, and compares each ablation with the distilled
+variant whose one setting it changes (same seeds, paired over users). Every finished run is cached in
 ``<out>/runs/<key>.json`` (committed with the results: a later session or a clean clone adds
 seeds or variants without retraining the finished ones), so a rerun only trains what is missing;
 a distilled run whose profile folder now embeds other users (a resumed profile job) is trained again.

@@ -43,11 +43,27 @@ def _wait_http(url: str, timeout: float) -> None:
 
 
 def _submit(cmd: list[str], env: dict, timeout: float, head: subprocess.Popen) -> subprocess.CompletedProcess:
-    """The job agent registers a little after the dashboard answers: retry until it does."""
+    """The job agent registers a little after the dashboard answers: retry until it does.
+
+    On 2 cores shared with two trainings the dashboard also dropped the submit request
+    unanswered ("Connection aborted"); that is retried only while the head lists no job, so a
+    submission that did land is never run twice.
+    """
     deadline = time.monotonic() + timeout
+    address = cmd[cmd.index("--address") + 1]
     while True:
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-        busy = "No available agent" in r.stderr + r.stdout or "Failed to connect" in r.stderr + r.stdout
+        said = r.stderr + r.stdout
+        busy = "No available agent" in said or "Failed to connect" in said
+        if "Connection aborted" in said:
+            jobs = subprocess.run(
+                [cmd[0], "job", "list", "--address", address],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            busy = jobs.returncode == 0 and jobs.stdout.strip().splitlines()[-1:] == ["[]"]
         if not busy or time.monotonic() > deadline or head.poll() is not None:
             return r
         time.sleep(3)
