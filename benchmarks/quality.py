@@ -485,6 +485,11 @@ def paired_comparison(
         b = np.mean([by_seed[name][s] for s in seeds], axis=0)
         test = paired_test(a, b)
         per_seed = {s: _rel(float(by_seed[name][s].mean()), float(by_seed[ref][s].mean())) for s in seeds}
+        # Users are the unit of the test above; the seed is the unit here: with a few seeds that
+        # disagree, a change can be significant over users and not over seeds.
+        over_seeds = paired_test(
+            [float(by_seed[ref][s].mean()) for s in seeds], [float(by_seed[name][s].mean()) for s in seeds]
+        )
         out[name] = {
             "against": ref,
             "metric": metric,
@@ -495,6 +500,7 @@ def paired_comparison(
             "per_seed_rel_change": per_seed,
             "p_value": test["p_value"],
             "wilcoxon_p": test["wilcoxon_p"],
+            "seeds_t_p": over_seeds["p_value"],
         }
     return out
 
@@ -507,14 +513,29 @@ def _per_seed(c: dict) -> str:
     return " / ".join(f"{100 * r:+.1f}%" for r in c["per_seed_rel_change"].values())
 
 
+def _seeds_p(c: dict) -> str:
+    # A t-test over one seed is undefined; paired_test reports 1.0 there, which would read as a result.
+    return f"{c['seeds_t_p']:.3g}" if len(c["seeds"]) > 1 else "-"
+
+
 def per_seed_table(block: dict) -> str:
-    head = ["variant", "seeds", "NDCG@10 change vs the baseline's same seed", "seeds above the baseline"]
+    head = [
+        "variant",
+        "seeds",
+        "NDCG@10 change vs the baseline's same seed",
+        "seeds above the baseline",
+        "p over seeds (paired t)",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, c in block.get("vs_baseline_by_seed", {}).items():
         above = sum(r > 0 for r in c["per_seed_rel_change"].values())
-        cells = [name, " ".join(map(str, c["seeds"])), _per_seed(c), f"{above} of {len(c['seeds'])}"]
+        n = len(c["seeds"])
+        cells = [name, " ".join(map(str, c["seeds"])), _per_seed(c), f"{above} of {n}", _seeds_p(c)]
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append("\nEach seed's mean NDCG@10 against the baseline run with the same seed.")
+    lines.append(
+        "\nEach seed's mean NDCG@10 against the baseline run with the same seed; p over seeds: "
+        "paired t-test of those per-seed means (the seed as the unit, not the user)."
+    )
     return "\n".join(lines)
 
 
@@ -528,6 +549,7 @@ def ablation_table(block: dict) -> str:
         "change",
         "p (t / Wilcoxon)",
         "per seed",
+        "p over seeds",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, c in block.get("vs_distilled", {}).items():
@@ -540,12 +562,13 @@ def ablation_table(block: dict) -> str:
             f"{100 * c['rel_change']:+.1f}%",
             f"{c['p_value']:.3g} / {c['wilcoxon_p']:.3g}",
             _per_seed(c),
+            _seeds_p(c),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(
         "\nEach ablation against the distilled variant whose one setting it changes, on the seeds "
         "both ran (each user's NDCG@10 averaged over those seeds; p paired over users; per seed: "
-        "the change of each seed's mean NDCG@10)."
+        "the change of each seed's mean NDCG@10; p over seeds: paired t-test of those means)."
     )
     return "\n".join(lines)
 

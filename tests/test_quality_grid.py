@@ -284,7 +284,7 @@ def test_ablations_are_compared_with_their_distilled_variant_on_the_seeds_both_r
     )
     table = quality.ablation_table({"vs_distilled": out})
     assert "| alpha=0.2 [llm] | distilled[llm] | 3 1 | 0.3000 | 0.4000 | +33.3% |" in table
-    assert table.rstrip().endswith("mean NDCG@10).") and "| +25.0% / +50.0% |" in table
+    assert table.rstrip().endswith("those means).") and "| +25.0% / +50.0% |" in table
 
     # Seed by seed against the baseline: above it on one seed of two.
     variants["baseline"] = res([0.2, 0.2, 0.2, 0.2], [0.5, 0.5, 0.5, 0.5])
@@ -293,6 +293,16 @@ def test_ablations_are_compared_with_their_distilled_variant_on_the_seeds_both_r
     assert by_seed["alpha=0.2 [llm]"]["per_seed_rel_change"] == {3: pytest.approx(0.0), 1: pytest.approx(0.5)}
     table = quality.per_seed_table({"vs_baseline_by_seed": by_seed})
     assert "| alpha=0.2 [llm] | 3 1 | +0.0% / +50.0% | 1 of 2 |" in table
+    # Over seeds: per-seed means 0.5 vs 0.5 and 0.3 vs 0.2, the seed as the unit.
+    seeds_p = quality.paired_test([0.5, 0.2], [0.5, 0.3])["p_value"]
+    assert by_seed["alpha=0.2 [llm]"]["seeds_t_p"] == pytest.approx(seeds_p) and seeds_p < 1.0
+    assert table.splitlines()[2].endswith(f"| {seeds_p:.3g} |")
+    # One seed: no test over seeds (not the p = 1 that paired_test returns for it).
+    one = {"x": {"seeds": [1], "per_seed_rel_change": {1: 0.1}, "seeds_t_p": 1.0}}
+    assert (
+        quality.per_seed_table({"vs_baseline_by_seed": one}).splitlines()[2]
+        == "| x | 1 | +10.0% | 1 of 1 | - |"
+    )
 
 
 def test_cached_distilled_run_is_trained_again_when_its_profiles_change(quality, tmp_path, monkeypatch):
