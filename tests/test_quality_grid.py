@@ -424,3 +424,19 @@ def test_committed_markdown_reports_are_rendered_from_their_json(quality, report
     # Without blocks: one comparison table written by `ucd evaluate --compare ... --out --md`.
     want = quality.report_markdown(doc) if "blocks" in doc else quality.format_comparison(doc) + "\n"
     assert report.with_suffix(".md").read_text() == want
+
+
+def test_readme_results_blocks_are_the_committed_reports():
+    """README's generated blocks (benchmarks/render_readme.py) hold their report's .md as is."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(
+        r"<!-- results:(?:([\w-]+):)?start -->\n(.*?)\n<!-- results:(?:[\w-]+:)?end -->", readme, re.S
+    )
+    # Unnamed: the first grid's report; "qwen": the `ucd evaluate --compare` table of ml100k-qwen.
+    files = {"": "quality", "qwen": "ml100k-qwen"}
+    assert len(blocks) >= 9
+    for name, body in blocks:
+        md = ROOT / "benchmarks/results/quality" / f"{files.get(name, name)}.md"
+        assert body == md.read_text().strip(), name
