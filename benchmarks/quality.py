@@ -301,7 +301,6 @@ def run_block(
     common = shared_overrides(bench, prepared)
     variants: dict[str, list[EvalResult]] = {}
     runs: dict[str, list[dict]] = {}
-    run_seeds: dict[str, list[int]] = {}
 
     def add(name: str, overrides: list[str], seed: int) -> None:
         if only is not None and name not in only:
@@ -310,7 +309,6 @@ def run_block(
         rec = train_cached(cfg, cache, f"{ds['name']}-{protocol}-{student}-{name}", log)
         variants.setdefault(name, []).append(_as_eval(name, rec, users))
         runs.setdefault(name, []).append(rec)
-        run_seeds.setdefault(name, []).append(seed)
 
     sources = {}
     for src, path in ds.get("profiles", {}).items():
@@ -370,6 +368,7 @@ def run_block(
         if not any(o.startswith("profile_coverage=") for o in ABLATIONS[a])
     }
     report["by_coverage"] = coverage_split(variants, sources, data, split_ablations)
+    run_seeds = {n: [r["seed"] for r in rs] for n, rs in runs.items()}
     trained = [n for n in run_seeds if n != BASELINE]
     report["vs_baseline_by_seed"] = paired_comparison(variants, run_seeds, dict.fromkeys(trained, BASELINE))
     if primary in sources:
@@ -484,12 +483,11 @@ def paired_comparison(
         a = np.mean([by_seed[ref][s] for s in seeds], axis=0)
         b = np.mean([by_seed[name][s] for s in seeds], axis=0)
         test = paired_test(a, b)
-        per_seed = {s: _rel(float(by_seed[name][s].mean()), float(by_seed[ref][s].mean())) for s in seeds}
+        ref_means, means = ([float(by_seed[n][s].mean()) for s in seeds] for n in (ref, name))
+        per_seed = {s: _rel(m, r) for s, m, r in zip(seeds, means, ref_means, strict=True)}
         # Users are the unit of the test above; the seed is the unit here: with a few seeds that
         # disagree, a change can be significant over users and not over seeds.
-        over_seeds = paired_test(
-            [float(by_seed[ref][s].mean()) for s in seeds], [float(by_seed[name][s].mean()) for s in seeds]
-        )
+        over_seeds = paired_test(ref_means, means)
         out[name] = {
             "against": ref,
             "metric": metric,
@@ -670,13 +668,13 @@ def main() -> None:
         ["benchmarks/quality.py", "--config", args.config, *(f"--set {o}" for o in args.overrides)]
     )
     name = bench.get("report", "quality")
-    (out / f"{name}.json").write_text(
-        json.dumps(
-            {"date": time.strftime("%Y-%m-%d"), "config": args.config, "command": command, "blocks": blocks},
-            indent=2,
-        )
+    text = json.dumps(
+        {"date": time.strftime("%Y-%m-%d"), "config": args.config, "command": command, "blocks": blocks},
+        indent=2,
     )
-    (out / f"{name}.md").write_text(report_markdown(json.loads((out / f"{name}.json").read_text())))
+    (out / f"{name}.json").write_text(text)
+    # Rendered from the JSON as written (string keys, as a reader of it sees them).
+    (out / f"{name}.md").write_text(report_markdown(json.loads(text)))
     plot = "gains.png" if name == "quality" else f"{name}-gains.png"
     _plot(blocks, out / plot)
     print(f"wrote {out}/{name}.json, {name}.md, {plot}")
