@@ -19,6 +19,9 @@ Writes ``<out>/quality.json``, ``<out>/quality.md`` and ``<out>/gains.png``;
 ``benchmarks/render_readme.py`` puts the Markdown into README.md.
 
     .venv/bin/python benchmarks/quality.py --config benchmarks/quality.yaml [--only ml-100k] [--set K=V]
+
+A report written before the per-seed and ablation tables existed gets them from the run records
+it names, without its profiles: ``--add-seed-tables <out>/<report>.json``.
 """
 
 from __future__ import annotations
@@ -368,12 +371,7 @@ def run_block(
         if not any(o.startswith("profile_coverage=") for o in ABLATIONS[a])
     }
     report["by_coverage"] = coverage_split(variants, sources, data, split_ablations)
-    run_seeds = {n: [r["seed"] for r in rs] for n, rs in runs.items()}
-    trained = [n for n in run_seeds if n != BASELINE]
-    report["vs_baseline_by_seed"] = paired_comparison(variants, run_seeds, dict.fromkeys(trained, BASELINE))
-    if primary in sources:
-        parents = {ablation_name(a, primary): distilled_name(primary) for a in ds.get("ablations", [])}
-        report["vs_distilled"] = paired_comparison(variants, run_seeds, parents)
+    report.update(seed_comparisons(variants, runs))
     distill_epochs = build_config(TrainConfig, cfg_path, common).distill.epochs
     report.update(
         dataset=ds["name"],
@@ -501,6 +499,72 @@ def paired_comparison(
             "seeds_t_p": over_seeds["p_value"],
         }
     return out
+
+
+def ablation_parents(names: list[str]) -> dict[str, str]:
+    """Each ablation among ``names`` -> the distilled variant whose one setting it changes
+    (``ablation_name`` puts that variant's profile source in the ablation's name)."""
+    return {
+        n: distilled_name(src)
+        for n in names
+        if n.endswith("]") and " [" in n
+        for src in [n[n.rindex(" [") + 2 : -1]]
+        if distilled_name(src) in names
+    }
+
+
+def seed_comparisons(variants: dict[str, list[EvalResult]], runs: dict[str, list[dict]]) -> dict:
+    """A block's per-seed table (every trained variant vs the baseline) and ablation table
+    (each ablation vs its distilled variant), from its trained runs' records."""
+    run_seeds = {n: [r["seed"] for r in rs] for n, rs in runs.items()}
+    trained = [n for n in run_seeds if n != BASELINE]
+    return {
+        "vs_baseline_by_seed": paired_comparison(variants, run_seeds, dict.fromkeys(trained, BASELINE)),
+        "vs_distilled": paired_comparison(variants, run_seeds, ablation_parents(list(run_seeds))),
+    }
+
+
+def block_records(block: dict, cache: Path) -> dict[str, list[dict]]:
+    """The cached run records a report block was computed from, variant by variant.
+
+    Found by label, seed and wall time: the block lists each run's seconds, which only the
+    record that run wrote carries, so a later rerun of the same config is never mistaken for it.
+    """
+    found: dict[tuple, list[dict]] = {}
+    for f in sorted(cache.glob("*.json")):
+        r = json.loads(f.read_text())
+        found.setdefault((r["label"], r["seed"], r["seconds"]), []).append(r)
+    out: dict[str, list[dict]] = {}
+    for name, rs in block["runs"].items():
+        label = f"{block['dataset']}-{block['protocol']}-{block['student']}-{name}"
+        for r in rs:
+            match = found.get((label, r["seed"], r["seconds"]), [])
+            if len(match) != 1:
+                raise ValueError(
+                    f"{cache}: {len(match)} run records of {label!r} seed {r['seed']} "
+                    f"({r['seconds']} s) where the report needs exactly one"
+                )
+            out.setdefault(name, []).append(match[0])
+    return out
+
+
+def add_seed_tables(report_path: Path, cache: Path) -> dict:
+    """Add the per-seed and ablation tables to a report written before they existed, from the
+    run records it was computed from (its profiles, which a full rerun needs, may be gone):
+    the tables are the ones run_block would have computed from the same records."""
+    report = json.loads(report_path.read_text())
+    for block in report["blocks"]:
+        runs = block_records(block, cache)
+        variants = {}
+        for name, rs in runs.items():
+            users = np.arange(len(rs[0]["per_user_ndcg@10"]))
+            variants[name] = [_as_eval(name, r, users) for r in rs]
+        block.update(seed_comparisons(variants, runs))
+    report["seed_tables_added"] = {
+        "command": f"benchmarks/quality.py --add-seed-tables {report_path}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    return report
 
 
 def _table(head: list[str], rows: list[list[str]], caption: str) -> str:
@@ -641,7 +705,22 @@ def main() -> None:
         help="train only these variants (names as in the report, e.g. baseline 'distilled[qwen]' "
         "'pooling=last [qwen]') and write no report, like --seeds",
     )
+    ap.add_argument(
+        "--add-seed-tables",
+        nargs="+",
+        type=Path,
+        metavar="REPORT_JSON",
+        help="add the per-seed and ablation tables to reports written before they existed, "
+        "from the run records under the report's folder (runs/); rewrites the .json and .md",
+    )
     args = ap.parse_args()
+    if args.add_seed_tables:
+        for path in args.add_seed_tables:
+            text = json.dumps(add_seed_tables(path, path.parent / "runs"), indent=2)
+            path.write_text(text)
+            path.with_suffix(".md").write_text(report_markdown(json.loads(text)))
+            print(f"wrote {path} and {path.with_suffix('.md')}")
+        return
     bench = yaml.safe_load(Path(args.config).read_text())
     check_bench(bench, args.config)
     chosen = select_datasets(bench, args.config, args.only, args.variants, args.seeds)
@@ -683,7 +762,13 @@ def main() -> None:
 def report_markdown(report: dict) -> str:
     """The Markdown report, from the JSON one alone (so each committed .md can be checked
     against its .json)."""
-    md = [f"_Generated by `{report['command']}` on {report['date']}._\n"]
+    head = f"_Generated by `{report['command']}` on {report['date']}._"
+    if added := report.get("seed_tables_added"):
+        head += (
+            f" _Per-seed and ablation tables added from its run records by "
+            f"`{added['command']}` on {added['date']}._"
+        )
+    md = [head + "\n"]
     for b in report["blocks"]:
         md.append(f"**{b['dataset']} / {b['protocol']} / {b['student']}** (`{b['config']}`)\n")
         md.append(format_comparison(b) + "\n")

@@ -7,6 +7,7 @@ training path has its own tests and the benchmark's committed run records).
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -428,7 +429,6 @@ def test_committed_markdown_reports_are_rendered_from_their_json(quality, report
 
 def test_readme_results_blocks_are_the_committed_reports():
     """README's generated blocks (benchmarks/render_readme.py) hold their report's .md as is."""
-    import re
 
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(
@@ -440,3 +440,74 @@ def test_readme_results_blocks_are_the_committed_reports():
     for name, body in blocks:
         md = ROOT / "benchmarks/results/quality" / f"{files.get(name, name)}.md"
         assert body == md.read_text().strip(), name
+
+
+def test_ablation_parents_come_from_the_names(quality):
+    names = [
+        "baseline",
+        "distilled[qwen]",
+        "distilled[template]",
+        "pooling=last [qwen]",
+        "weight=coverage [smollm2]",  # its distilled variant is not in the block
+        "baseline, same budget",
+    ]
+    assert quality.ablation_parents(names) == {"pooling=last [qwen]": "distilled[qwen]"}
+    # run_block's own naming round-trips
+    name = quality.ablation_name("coverage=25%", "qwen")
+    assert quality.ablation_parents([quality.distilled_name("qwen"), name]) == {name: "distilled[qwen]"}
+
+
+_REPORTS_WITH_SEED_TABLES = sorted(
+    p for p in (ROOT / "benchmarks/results/quality").glob("*.json") if "vs_baseline_by_seed" in p.read_text()
+)
+
+
+@pytest.mark.parametrize("report", _REPORTS_WITH_SEED_TABLES, ids=lambda p: p.stem)
+def test_seed_tables_are_what_the_run_records_give(quality, report):
+    """Reports written by run_block hold tables computed when they ran; reports that predate
+    the tables had them added by --add-seed-tables from the committed run records. Either way,
+    recomputing them from the records the report names gives the committed tables exactly: the
+    record look-up finds the report's own runs, and the two paths compute the same thing."""
+    import json
+
+    doc = json.loads(report.read_text())
+    again = json.loads(json.dumps(quality.add_seed_tables(report, report.parent / "runs")))
+    for old, new in zip(doc["blocks"], again["blocks"], strict=True):
+        assert new["vs_baseline_by_seed"] == old["vs_baseline_by_seed"]
+        assert new["vs_distilled"] == old.get("vs_distilled", {})
+
+
+def test_add_seed_tables_names_the_run_it_cannot_find(quality, tmp_path):
+    import json
+    import shutil
+
+    src = ROOT / "benchmarks/results/quality"
+    doc = json.loads((src / "ml100k-temporal-bert4rec.json").read_text())
+    (tmp_path / "runs").mkdir()
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps(doc))
+    wanted = {
+        (f"ml-100k-temporal-bert4rec-{n}", r["seed"], r["seconds"])
+        for n, rs in doc["blocks"][0]["runs"].items()
+        for r in rs
+    }
+    copied = []
+    for f in sorted((src / "runs").glob("*.json")):
+        r = json.loads(f.read_text())
+        if (r["label"], r["seed"], r["seconds"]) in wanted:
+            shutil.copy(f, tmp_path / "runs" / f.name)
+            copied.append((f.name, r))
+    assert len(copied) == len(wanted) == 6
+    assert quality.add_seed_tables(report, tmp_path / "runs")["blocks"][0]["vs_baseline_by_seed"]
+
+    name, rec = copied[0]
+    (tmp_path / "runs" / name).unlink()
+    with pytest.raises(ValueError, match=rf"0 run records of '{re.escape(rec['label'])}' seed {rec['seed']}"):
+        quality.add_seed_tables(report, tmp_path / "runs")
+    # Two records claiming the same run: ambiguous, never picked at random.
+    (tmp_path / "runs" / name).write_text(json.dumps(rec))
+    (tmp_path / "runs" / "copy.json").write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match=rf"2 run records of '{re.escape(rec['label'])}'"):
+        quality.add_seed_tables(report, tmp_path / "runs")
+    # The report on disk is untouched by a failed attempt.
+    assert json.loads(report.read_text()) == doc
