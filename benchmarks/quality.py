@@ -553,6 +553,8 @@ def add_seed_tables(report_path: Path, cache: Path) -> dict:
     run records it was computed from (its profiles, which a full rerun needs, may be gone):
     the tables are the ones run_block would have computed from the same records."""
     report = json.loads(report_path.read_text())
+    if "blocks" not in report:
+        raise ValueError(f"{report_path}: not a quality.py report (no 'blocks')")
     for block in report["blocks"]:
         runs = block_records(block, cache)
         variants = {}

@@ -511,3 +511,6 @@ def test_add_seed_tables_names_the_run_it_cannot_find(quality, tmp_path):
         quality.add_seed_tables(report, tmp_path / "runs")
     # The report on disk is untouched by a failed attempt.
     assert json.loads(report.read_text()) == doc
+    # A comparison table from `ucd evaluate --compare` has no blocks to add tables to.
+    with pytest.raises(ValueError, match="not a quality.py report"):
+        quality.add_seed_tables(ROOT / "benchmarks/results/quality/ml100k-qwen.json", tmp_path / "runs")
