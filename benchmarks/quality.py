@@ -524,16 +524,20 @@ def seed_comparisons(variants: dict[str, list[EvalResult]], runs: dict[str, list
     }
 
 
-def block_records(block: dict, cache: Path) -> dict[str, list[dict]]:
-    """The cached run records a report block was computed from, variant by variant.
-
-    Found by label, seed and wall time: the block lists each run's seconds, which only the
-    record that run wrote carries, so a later rerun of the same config is never mistaken for it.
-    """
+def records_by_run(cache: Path) -> dict[tuple, list[dict]]:
+    """Every cached run record, by (label, seed, wall time): the block of a report lists each
+    run's seconds, which only the record that run wrote carries, so a later rerun of the same
+    config is never mistaken for it."""
     found: dict[tuple, list[dict]] = {}
     for f in sorted(cache.glob("*.json")):
         r = json.loads(f.read_text())
         found.setdefault((r["label"], r["seed"], r["seconds"]), []).append(r)
+    return found
+
+
+def block_records(block: dict, found: dict[tuple, list[dict]], cache: Path) -> dict[str, list[dict]]:
+    """The run records (``records_by_run`` of ``cache``) a report block was computed from,
+    variant by variant; exactly one each."""
     out: dict[str, list[dict]] = {}
     for name, rs in block["runs"].items():
         label = f"{block['dataset']}-{block['protocol']}-{block['student']}-{name}"
@@ -555,8 +559,9 @@ def add_seed_tables(report_path: Path, cache: Path) -> dict:
     report = json.loads(report_path.read_text())
     if "blocks" not in report:
         raise ValueError(f"{report_path}: not a quality.py report (no 'blocks')")
+    found = records_by_run(cache)  # once: a report's blocks share the cache
     for block in report["blocks"]:
-        runs = block_records(block, cache)
+        runs = block_records(block, found, cache)
         variants = {}
         for name, rs in runs.items():
             users = np.arange(len(rs[0]["per_user_ndcg@10"]))
