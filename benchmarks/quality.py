@@ -273,6 +273,48 @@ def _as_eval(name: str, rec: dict, users: np.ndarray) -> EvalResult:
     return EvalResult(name, metrics, {"ndcg@10": np.asarray(rec["per_user_ndcg@10"])}, users, False)
 
 
+def profile_sources(ds: dict, protocol: str, prepared: Path, out: Path) -> dict[str, str]:
+    """Each profile source of a dataset block -> its profile folder for ``protocol``; template
+    profiles are written here. A named LLM folder that holds no profiles is an error: a report
+    without that source's rows would look complete."""
+    sources = {}
+    for src, path in ds.get("profiles", {}).items():
+        if path == "template":
+            folder = out / "profiles" / f"{ds['name']}-{protocol}-template"
+            sources[src] = str(template_embeddings(prepared, folder))
+            continue
+        p = Path(str(path).format(protocol=protocol)).expanduser()
+        if not schema.profile_embeddings_file(p).exists():
+            raise FileNotFoundError(
+                f"datasets[{ds['name']}].profiles.{src}: {p} holds no profile_embeddings.parquet; "
+                f"make it with `ucd profile --data {prepared} --out {p}` (the config's header "
+                "has the exact command) or drop the source from the config"
+            )
+        sources[src] = str(p)
+    return sources
+
+
+def planned_runs(ds: dict, sources: dict[str, str], seeds: list[int]) -> list[tuple[str, list[str], int]]:
+    """(variant, overrides, seed) of every run of one block but the same-budget baseline (its
+    budget comes from the finished runs), in training order. The one place that says which
+    overrides make a variant: a run record's key is a hash of the config they build."""
+    primary = ds.get("primary_profiles", next(iter(sources), None))
+    distill_on = ["distill.enabled=true"]
+    plan = []
+    for seed in seeds:
+        plan.append((BASELINE, ["distill.enabled=false"], seed))
+        plan += [
+            (distilled_name(src), [*distill_on, f"profiles={path}"], seed) for src, path in sources.items()
+        ]
+    # Ablations may use fewer seeds than the main comparison (each is a full grid column).
+    ablation_seeds = ds.get("ablation_seeds", ds["seeds"])
+    # Ablation by ablation, so a grid stopped midway leaves whole ablations, not one seed of each.
+    for name in ds.get("ablations", []) if primary in sources else []:
+        overrides = [*distill_on, f"profiles={sources[primary]}", *ABLATIONS[name]]
+        plan += [(ablation_name(name, primary), overrides, s) for s in seeds if s in ablation_seeds]
+    return plan
+
+
 def run_block(
     ds: dict,
     protocol: str,
@@ -313,36 +355,11 @@ def run_block(
         variants.setdefault(name, []).append(_as_eval(name, rec, users))
         runs.setdefault(name, []).append(rec)
 
-    sources = {}
-    for src, path in ds.get("profiles", {}).items():
-        if path == "template":
-            sources[src] = str(
-                template_embeddings(prepared, out / "profiles" / f"{ds['name']}-{protocol}-template")
-            )
-        else:
-            p = Path(str(path).format(protocol=protocol)).expanduser()
-            if not schema.profile_embeddings_file(p).exists():
-                log(f"[quality] skipping profile source {src}: {p} not found (run `ucd profile` first)")
-                continue
-            sources[src] = str(p)
+    sources = profile_sources(ds, protocol, prepared, out)
     primary = ds.get("primary_profiles", next(iter(sources), None))
-    distill_on = ["distill.enabled=true"]
-    all_seeds = ds["seeds"]
-    # Ablations may use fewer seeds than the main comparison (each is a full grid column).
-    ablation_seeds = ds.get("ablation_seeds", all_seeds)
-    chosen = [s for s in all_seeds if seeds is None or s in seeds]
-    for seed in chosen:
-        add(BASELINE, ["distill.enabled=false"], seed)
-        for src, path in sources.items():
-            add(distilled_name(src), [*distill_on, f"profiles={path}"], seed)
-    # Ablation by ablation, so a grid stopped midway leaves whole ablations, not one seed of each.
-    for name in ds.get("ablations", []) if primary in sources else []:
-        for seed in (s for s in chosen if s in ablation_seeds):
-            add(
-                ablation_name(name, primary),
-                [*distill_on, f"profiles={sources[primary]}", *ABLATIONS[name]],
-                seed,
-            )
+    chosen = [s for s in ds["seeds"] if seeds is None or s in seeds]
+    for name, overrides, seed in planned_runs(ds, sources, chosen):
+        add(name, overrides, seed)
     # The budget of the longest distilled run; fixed in the config when seeds are split over
     # processes, as each would otherwise see only its own runs.
     longest = ds.get("same_budget_epochs")

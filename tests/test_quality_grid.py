@@ -94,6 +94,15 @@ def test_variants_filter_and_same_budget(grid):
     assert calls == []
 
 
+def test_a_missing_llm_profile_folder_stops_the_block_before_training(grid, tmp_path):
+    # Skipping it would write a report without that source's rows that looks complete.
+    gone = tmp_path / "gone"
+    with pytest.raises(FileNotFoundError, match=rf"datasets\[ml-100k\]\.profiles\.qwen: {gone} holds no"):
+        grid({}, profiles={"qwen": str(gone)}, primary_profiles="qwen")
+    _, calls = grid({"seeds": [1]}, same_budget_epochs=0)
+    assert calls == [("baseline", 1, 200, "mean"), ("distilled[llm]", 1, 200, "mean")]
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").glob("quality*.yaml")), ids=lambda p: p.name)
 def test_committed_benchmark_configs_pass_the_check(quality, path, monkeypatch):
     monkeypatch.chdir(ROOT)  # student config paths are relative to the repository
@@ -425,29 +434,28 @@ def test_committed_run_records_keep_their_keys(quality, config):
     """The README's results are regenerated from the committed run records, found by a hash of
     the run's config: a setting added with a default must not re-key them (every run would
     silently train again, hours each here), and every baseline and LLM-distilled run of the
-    config's seeds must be there."""
+    config's seeds must be there (ablations on them too)."""
     bench = _bench(config)
-    missing = []
+    missing, planned = [], 0
     for ds in bench["datasets"]:
-        variants = {"baseline": ["distill.enabled=false"]}
-        for src, folder in _in_repo_llm_profiles(ds).items():
-            variants[src] = ["distill.enabled=true", f"profiles={folder}"]
         for protocol in ds["protocols"]:
             common = quality.shared_overrides(
                 bench, quality.prepared_dir(Path(bench["out"]), ds["name"], protocol)
             )
+            # The plan run_block trains, on the committed LLM profiles only: template profiles
+            # are written by the benchmark itself, into a git-ignored folder.
+            plan = quality.planned_runs(ds, _in_repo_llm_profiles(ds), ds["seeds"])
             for student_cfg in ds["students"].values():
-                for name, overrides in variants.items():
-                    for seed in ds["seeds"]:
-                        cfg = quality.build_config(
-                            quality.TrainConfig,
-                            str(ROOT / student_cfg),
-                            [*common, f"seed={seed}", *overrides],
-                        )
-                        path = quality.record_path(cfg, ROOT / bench["out"] / "runs")
-                        if not path.exists():
-                            missing.append((ds["name"], protocol, name, seed, path.name))
+                for name, overrides, seed in plan:
+                    cfg = quality.build_config(
+                        quality.TrainConfig, str(ROOT / student_cfg), [*common, f"seed={seed}", *overrides]
+                    )
+                    path = quality.record_path(cfg, ROOT / bench["out"] / "runs")
+                    planned += 1
+                    if not path.exists():
+                        missing.append((ds["name"], protocol, name, seed, path.name))
     assert not missing
+    assert planned >= 2 * len(bench["datasets"][0]["seeds"])
 
 
 # The first grid's report (2026-11-26) was rendered before the profiles table and today's
