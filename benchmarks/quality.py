@@ -273,12 +273,28 @@ def _as_eval(name: str, rec: dict, users: np.ndarray) -> EvalResult:
     return EvalResult(name, metrics, {"ndcg@10": np.asarray(rec["per_user_ndcg@10"])}, users, False)
 
 
-def profile_sources(ds: dict, protocol: str, prepared: Path, out: Path) -> dict[str, str]:
-    """Each profile source of a dataset block -> its profile folder for ``protocol``; template
-    profiles are written here. A named LLM folder that holds no profiles is an error: a report
-    without that source's rows would look complete."""
+def needed_sources(ds: dict, only: list[str] | None) -> set[str] | None:
+    """The profile sources the variants in ``only`` train from (None: every source, as a
+    report compares them all)."""
+    if only is None:
+        return None
+    profiles = list(ds.get("profiles", {}))
+    primary = ds.get("primary_profiles", next(iter(profiles), None))
+    ablations = {ablation_name(a, primary) for a in ds.get("ablations", [])}
+    return {s for s in profiles if distilled_name(s) in only or (s == primary and ablations & set(only))}
+
+
+def profile_sources(
+    ds: dict, protocol: str, prepared: Path, out: Path, needed: set[str] | None = None
+) -> dict[str, str]:
+    """Each profile source of a dataset block (of ``needed``, when given) -> its profile folder
+    for ``protocol``; template profiles are written here. A named LLM folder that holds no
+    profiles is an error: a report without that source's rows would look complete. Sources
+    left out of ``needed`` are not looked at, so baselines train before any profile exists."""
     sources = {}
     for src, path in ds.get("profiles", {}).items():
+        if needed is not None and src not in needed:
+            continue
         if path == "template":
             folder = out / "profiles" / f"{ds['name']}-{protocol}-template"
             sources[src] = str(template_embeddings(prepared, folder))
@@ -355,7 +371,7 @@ def run_block(
         variants.setdefault(name, []).append(_as_eval(name, rec, users))
         runs.setdefault(name, []).append(rec)
 
-    sources = profile_sources(ds, protocol, prepared, out)
+    sources = profile_sources(ds, protocol, prepared, out, needed_sources(ds, only))
     primary = ds.get("primary_profiles", next(iter(sources), None))
     chosen = [s for s in ds["seeds"] if seeds is None or s in seeds]
     for name, overrides, seed in planned_runs(ds, sources, chosen):

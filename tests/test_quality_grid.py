@@ -101,6 +101,16 @@ def test_a_missing_llm_profile_folder_stops_the_block_before_training(grid, tmp_
         grid({}, profiles={"qwen": str(gone)}, primary_profiles="qwen")
     _, calls = grid({"seeds": [1]}, same_budget_epochs=0)
     assert calls == [("baseline", 1, 200, "mean"), ("distilled[llm]", 1, 200, "mean")]
+    # Variants that do not distill from it still train: baselines need no profiles.
+    _, calls = grid({"only": ["baseline"]}, profiles={"qwen": str(gone)}, primary_profiles="qwen")
+    assert calls == [("baseline", 1, 200, "mean"), ("baseline", 2, 200, "mean")]
+    with pytest.raises(FileNotFoundError, match=r"profiles\.qwen"):
+        grid(
+            {"only": ["pooling=last [qwen]"]},
+            profiles={"qwen": str(gone)},
+            primary_profiles="qwen",
+            ablations=["pooling=last"],
+        )
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").glob("quality*.yaml")), ids=lambda p: p.name)
