@@ -705,7 +705,8 @@ def coverage_table(block: dict) -> str:
                 str(g["n"]),
                 f"{g[BASELINE]:.4f}",
                 f"{g[g['variant']]:.4f}",
-                f"{100 * g['rel_change']:+.1f}%",
+                # No relative change from a baseline of 0 (a handful of users, all missed).
+                f"{100 * g['rel_change']:+.1f}%" if np.isfinite(g["rel_change"]) else "–",
                 f"{g['p_value']:.3g} / {g['wilcoxon_p']:.3g}",
                 f"{g[f'profile-only[{src}]']:.4f}",
             ]
