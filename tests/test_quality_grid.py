@@ -274,6 +274,14 @@ def test_coverage_split_compares_profiled_and_unprofiled_users_apart(quality, tm
     table = quality.coverage_table({"by_coverage": split})
     assert "| alpha=0.2 [llm] | with a profile | 3 | 0.2000 | 0.3000 | +50.0% |" in table
 
+    # Users without a profile that both variants all miss (4 on ML-100K): no change to print.
+    variants = {k: res(k, [0.1, 0.2, 0.3, 0.0, 0.0, 0.0]) for k in ("baseline", "distilled[llm]")}
+    variants["profile-only[llm]"] = res("p", [0.5, 0.5, 0.5, 0.0, 0.0, 0.0])
+    zero = quality.coverage_split(variants, {"llm": str(tmp_path)}, data)
+    assert "| llm | without a profile | 3 | 0.0000 | 0.0000 | – |" in quality.coverage_table(
+        {"by_coverage": zero}
+    )
+
 
 def test_ablations_are_compared_with_their_distilled_variant_on_the_seeds_both_ran(quality):
     import numpy as np
