@@ -141,10 +141,16 @@ def ablation_name(ablation: str, primary: str) -> str:
     return f"{ablation} [{primary}]"
 
 
+def primary_source(ds: dict) -> str | None:
+    """The profile source a block's ablations distill from: ``primary_profiles``, else the
+    first source the block names."""
+    return ds.get("primary_profiles", next(iter(ds.get("profiles", {})), None))
+
+
 def variant_names(ds: dict) -> list[str]:
     """Every variant a dataset block can train."""
     profiles = list(ds.get("profiles", {}))
-    primary = ds.get("primary_profiles", next(iter(profiles), None))
+    primary = primary_source(ds)
     names = [BASELINE, *(distilled_name(p) for p in profiles)]
     if primary is not None:
         names += [ablation_name(a, primary) for a in ds.get("ablations", [])]
@@ -278,10 +284,13 @@ def needed_sources(ds: dict, only: list[str] | None) -> set[str] | None:
     report compares them all)."""
     if only is None:
         return None
-    profiles = list(ds.get("profiles", {}))
-    primary = ds.get("primary_profiles", next(iter(profiles), None))
+    primary = primary_source(ds)
     ablations = {ablation_name(a, primary) for a in ds.get("ablations", [])}
-    return {s for s in profiles if distilled_name(s) in only or (s == primary and ablations & set(only))}
+    return {
+        s
+        for s in ds.get("profiles", {})
+        if distilled_name(s) in only or (s == primary and ablations & set(only))
+    }
 
 
 def profile_sources(
@@ -314,7 +323,7 @@ def planned_runs(ds: dict, sources: dict[str, str], seeds: list[int]) -> list[tu
     """(variant, overrides, seed) of every run of one block but the same-budget baseline (its
     budget comes from the finished runs), in training order. The one place that says which
     overrides make a variant: a run record's key is a hash of the config they build."""
-    primary = ds.get("primary_profiles", next(iter(sources), None))
+    primary = primary_source(ds)
     distill_on = ["distill.enabled=true"]
     plan = []
     for seed in seeds:
@@ -372,7 +381,7 @@ def run_block(
         runs.setdefault(name, []).append(rec)
 
     sources = profile_sources(ds, protocol, prepared, out, needed_sources(ds, only))
-    primary = ds.get("primary_profiles", next(iter(sources), None))
+    primary = primary_source(ds)
     chosen = [s for s in ds["seeds"] if seeds is None or s in seeds]
     for name, overrides, seed in planned_runs(ds, sources, chosen):
         add(name, overrides, seed)
@@ -618,8 +627,13 @@ def _rel(x: float, ref: float) -> float:
     return (x - ref) / ref if ref else float("nan")
 
 
+def _pct(rel: float) -> str:
+    # _rel has no relative change from a reference of 0 (a handful of users, all missed).
+    return f"{100 * rel:+.1f}%" if np.isfinite(rel) else "–"
+
+
 def _per_seed(c: dict) -> str:
-    return " / ".join(f"{100 * r:+.1f}%" for r in c["per_seed_rel_change"].values())
+    return " / ".join(_pct(r) for r in c["per_seed_rel_change"].values())
 
 
 def _seeds_p(c: dict) -> str:
@@ -669,7 +683,7 @@ def ablation_table(block: dict) -> str:
             " ".join(map(str, c["seeds"])),
             f"{c[c['against']]:.4f}",
             f"{c[name]:.4f}",
-            f"{100 * c['rel_change']:+.1f}%",
+            _pct(c["rel_change"]),
             f"{c['p_value']:.3g} / {c['wilcoxon_p']:.3g}",
             _per_seed(c),
             _seeds_p(c),
@@ -705,8 +719,7 @@ def coverage_table(block: dict) -> str:
                 str(g["n"]),
                 f"{g[BASELINE]:.4f}",
                 f"{g[g['variant']]:.4f}",
-                # No relative change from a baseline of 0 (a handful of users, all missed).
-                f"{100 * g['rel_change']:+.1f}%" if np.isfinite(g["rel_change"]) else "–",
+                _pct(g["rel_change"]),
                 f"{g['p_value']:.3g} / {g['wilcoxon_p']:.3g}",
                 f"{g[f'profile-only[{src}]']:.4f}",
             ]
