@@ -270,6 +270,89 @@ def test_sigkill_midway_then_rerun_gives_every_user_once(ray_local, model_path, 
     assert json.loads((out / "progress.json").read_text())["users_done"] == 6
 
 
+def test_sigterm_midway_flushes_every_answer_received(ray_local, model_path, ml100k_loo, tmp_path):
+    """`ray job stop` sends SIGTERM (the Ray driver raises SystemExit on it): the answers
+    buffered for the next shard must reach disk.
+
+    Shards are sized so that nothing would be written before the stop: every row found on
+    disk afterwards was saved by the interrupt path.
+    """
+    out = tmp_path / "out"
+    overrides = [
+        f"ray.address={ray_local}",
+        f"llm.model={model_path}",
+        "llm.backend=hf",
+        "llm.batch_size=1",
+        "tracking.enabled=false",
+        "limit_users=200",
+        "prompt.max_items=4",
+        "sampling.max_tokens=12",
+        "checks.min_chars=5",
+        "checks.retries=0",
+        "shard_rows=100000",
+        "flush_seconds=3600",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    progress = out / "progress.json"
+    log_path = tmp_path / "stopped_run.log"
+    log = open(log_path, "w")  # noqa: SIM115  (closed after the stop)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_SCRIPT, str(ml100k_loo), str(out), *overrides],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        seen = 0
+        while time.monotonic() < deadline and proc.poll() is None and not seen:
+            if progress.exists():
+                seen = json.loads(progress.read_text())["requests"]
+            time.sleep(0.2)
+        assert proc.poll() is None and seen, "no answer came back before the deadline (or the job ended)"
+        assert not list(out.glob("shards/*/part-*.parquet")), "shards flushed before the stop"
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    assert proc.returncode != 0
+    assert not (out / "profiles.parquet").exists()
+    reported = json.loads(progress.read_text())["requests"]
+    files = list(out.glob("shards/*/part-*.parquet"))
+    assert files, "the answers received before the stop were lost"
+    assert pa.concat_tables([pq.read_table(f) for f in files]).num_rows == reported >= seen
+    assert "interrupted:" in log_path.read_text()
+
+
+def test_results_received_before_an_interrupt_reach_a_shard(tmp_path):
+    from ucd.pipelines.profile import _drain
+    from ucd.profiles.progress import Progress
+    from ucd.profiles.store import SHARD_SCHEMA, ShardStore, ShardWriter
+
+    def batch(users: list[int]) -> pa.Table:
+        rows = [
+            {"user_id": u, "key": "final", "attempt": 0, "status": "ok", "text": GOOD, "prompt_tokens": 9}
+            | {"output_tokens": 40, "n_history": 5, "seed": 0, "reason": "", "finish": "stop"}
+            for u in users
+        ]
+        return pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
+
+    def stream():
+        yield batch([1, 2])
+        yield batch([3])
+        raise KeyboardInterrupt
+
+    store = ShardStore(tmp_path / "shards")
+    writer = ShardWriter(store, rows=1000, seconds=3600)  # would hold all three rows in memory
+    progress = Progress(3, 0, None, lambda _: None)
+    with pytest.raises(KeyboardInterrupt):
+        _drain(stream(), writer, progress, retries=0, t0=time.monotonic())
+    assert sorted(store.read().column("user_id").to_pylist()) == [1, 2, 3]
+    assert progress.requests == 3
+
+
 def test_progress_file_is_replaced_when_a_round_starts(tmp_path):
     from ucd.profiles.progress import Progress
 

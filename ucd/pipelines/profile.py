@@ -19,7 +19,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,7 +245,6 @@ def _run_round(
     import ray
 
     t0 = time.monotonic()
-    first: float | None = None
     cfg = ctx.cfg
     step = max(1, cfg.llm.batch_size)
     blocks = [state.slice(i, step) for i in range(0, state.num_rows, step)]
@@ -277,29 +276,49 @@ def _run_round(
     # the shards (Ray Data insists on an integer when GPUs are requested).
     e = cfg.embed
     ds = _embed_stage(ds, e, e.statuses, e.concurrency, e.batch_size if e.num_gpus > 0 else None)
+    return _drain(
+        ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0),
+        writer,
+        progress,
+        cfg.checks.retries,
+        t0,
+    )
+
+
+def _drain(
+    batches: Iterable[pa.Table], writer: ShardWriter, progress: Progress, retries: int, t0: float
+) -> tuple[int, float | None]:
+    """Hands each result batch to the shard writer; returns the rows and the seconds to the first.
+
+    The writer buffers up to ``shard_rows`` rows: whatever ends the stream (the last batch, an
+    interrupt, a failed stage), the answers already received reach a shard, so a resume does not
+    ask the LLM for them again.
+    """
     n = 0
-    retries = cfg.checks.retries
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
-        if first is None:
-            first = round(time.monotonic() - t0, 2)
-        writer.add(batch)
-        n += batch.num_rows
-        keys = batch.column("key").to_pylist()
-        status = batch.column("status").to_pylist()
-        attempt = batch.column("attempt").to_pylist()
-        finished = sum(
-            1
-            for k, s, a in zip(keys, status, attempt, strict=True)
-            if k == "final" and settled(Done(a, s, ""), retries)
-        )
-        progress.update(
-            finished,
-            sum(1 for k in keys if k == "final"),
-            batch.num_rows,
-            int(pc.sum(batch.column("prompt_tokens")).as_py() or 0),
-            int(pc.sum(batch.column("output_tokens")).as_py() or 0),
-        )
-    writer.flush()
+    first: float | None = None
+    try:
+        for batch in batches:
+            if first is None:
+                first = round(time.monotonic() - t0, 2)
+            writer.add(batch)
+            n += batch.num_rows
+            keys = batch.column("key").to_pylist()
+            status = batch.column("status").to_pylist()
+            attempt = batch.column("attempt").to_pylist()
+            finished = sum(
+                1
+                for k, s, a in zip(keys, status, attempt, strict=True)
+                if k == "final" and settled(Done(a, s, ""), retries)
+            )
+            progress.update(
+                finished,
+                sum(1 for k in keys if k == "final"),
+                batch.num_rows,
+                int(pc.sum(batch.column("prompt_tokens")).as_py() or 0),
+                int(pc.sum(batch.column("output_tokens")).as_py() or 0),
+            )
+    finally:
+        writer.flush()
     return n, first
 
 
@@ -536,6 +555,7 @@ def run_profile_job(
         "reduce": cfg.embed.reduce.method,
     }
     started_ray = False
+    progress: Progress | None = None
     # Where the wall time goes (start-up costs apart from generation): summary.json "stages".
     stages: dict[str, Any] = {"setup_s": round(time.monotonic() - t_start, 2)}
     with tracking.run(cfg.tracking, run_name=f"profile-{prepared.dataset}", params=params) as active:
@@ -581,6 +601,17 @@ def run_profile_job(
             t = time.monotonic()
             summary = _assemble(ctx, store, users, out, run_fp, log)
             stages["assemble_s"] = round(time.monotonic() - t, 2)
+        except (KeyboardInterrupt, SystemExit):
+            # Ctrl-C, or SIGTERM (`ray job stop`, a pre-emption), which the Ray driver's handler
+            # turns into SystemExit; either unwinds through _drain's flush first.
+            if progress is not None:
+                # progress.json's request count then matches what reached the shards.
+                progress.report()
+                log(
+                    f"[profile] interrupted: {progress.requests} results of this run are in {store.folder}; "
+                    "the same command resumes from them"
+                )
+            raise
         finally:
             t = time.monotonic()
             if started_ray:
