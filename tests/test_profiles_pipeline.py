@@ -1,4 +1,5 @@
-"""The Ray Data profile pipeline: bad-output handling (scripted backend), resume after SIGKILL or with other retries."""
+"""The Ray Data profile pipeline: bad-output handling (scripted backend), resume after SIGKILL
+or with other retries, answers kept on SIGTERM and Ctrl-C."""
 
 from __future__ import annotations
 
@@ -202,9 +203,12 @@ def test_user_share_is_seeded_nested_and_grows_by_resuming(ray_local, model_path
     assert asked == [1, 2, 3, 4]
 
 
+# A runner that starts this suite in the background (`cmd &` in a script) hands its children
+# SIGINT ignored, and Python then keeps it ignored: restore what a terminal's Ctrl-C meets.
 _KILL_SCRIPT = """
-import sys
-from ucd.pipelines.profile import run_profile_job, share_rows
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from ucd.pipelines.profile import run_profile_job
 from ucd.profiles.config import load_profile_config
 cfg = load_profile_config(None, sys.argv[3:])
 run_profile_job(cfg, sys.argv[1], sys.argv[2])
@@ -285,9 +289,10 @@ def test_sigkill_midway_then_rerun_gives_every_user_once(ray_local, model_path, 
     assert json.loads((out / "progress.json").read_text())["users_done"] == 6
 
 
-def test_sigterm_midway_flushes_every_answer_received(ray_local, model_path, ml100k_loo, tmp_path):
-    """`ray job stop` sends SIGTERM (the Ray driver raises SystemExit on it): the answers
-    buffered for the next shard must reach disk.
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_stop_midway_flushes_every_answer_received(ray_local, model_path, ml100k_loo, tmp_path, sig):
+    """`ray job stop` sends SIGTERM (the Ray driver raises SystemExit on it), Ctrl-C sends
+    SIGINT (KeyboardInterrupt): either way the answers buffered for the next shard must reach disk.
 
     Shards are sized so that nothing would be written before the stop: every row found on
     disk afterwards was saved by the interrupt path.
@@ -303,7 +308,7 @@ def test_sigterm_midway_flushes_every_answer_received(ray_local, model_path, ml1
         assert not list(out.glob("shards/*/part-*.parquet")), "shards flushed before the stop"
         return progress.exists() and json.loads(progress.read_text())["requests"] > 0
 
-    _signal_when(proc, log, answered, signal.SIGTERM)
+    _signal_when(proc, log, answered, sig)
     assert proc.returncode != 0
     assert not (out / "profiles.parquet").exists()
     reported = json.loads(progress.read_text())["requests"]
