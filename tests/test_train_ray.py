@@ -181,6 +181,33 @@ def test_min_epochs_holds_early_stopping_back_also_on_resume(ray_local, ml100k_l
     _compare_histories(again.history, held.history)
 
 
+def test_select_from_epoch_keeps_no_earlier_weights_and_holds_stopping_back(ray_local, ml100k_loo, tmp_path):
+    # Frozen weights (as above): every epoch scores the same, so without the setting epoch 0
+    # stays the best and the run stops at epoch 2; with it the best can only be epoch 3.
+    frozen = {
+        "ray": {"num_workers": 1},
+        "epochs": 8,
+        "patience": 2,
+        "registry": {"enabled": False},
+        "optim": {"lr": 1e-12},
+    }
+    res = run_training(_cfg(tmp_path, ml100k_loo, **frozen, select_from_epoch=3), log=lambda *_: None)
+    assert res.best_epoch == 3
+    assert [h["epoch"] for h in res.history] == [0, 1, 2, 3, 4, 5]
+    assert [h["best_epoch"] for h in res.history] == [-1, -1, -1, 3, 3, 3]
+
+
+def test_select_from_epoch_is_checked_against_epochs_and_joins_the_run_key():
+    from pydantic import ValidationError
+
+    from ucd.pipelines.train import train_key
+
+    with pytest.raises(ValidationError, match="select_from_epoch"):
+        TrainConfig(data="d", epochs=10, select_from_epoch=10)
+    cfg = TrainConfig(data="d", epochs=10)
+    assert train_key(cfg) != train_key(cfg.model_copy(update={"select_from_epoch": 5}))
+
+
 def _write_profiles(path, users: list[int], dim: int = 8):
     import pyarrow as pa
 

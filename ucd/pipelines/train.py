@@ -142,7 +142,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         stats = _mean_across(stats, world)
         val = _validate(core, data, cfg, rank, world, device)
         score = val["val_ndcg@10"]
-        if score > state["best"]:
+        if epoch >= cfg.select_from_epoch and score > state["best"]:
             state.update(best=score, best_epoch=epoch)
             best_weights = copy.deepcopy(core.student.state_dict())
         state["epoch"] = epoch
@@ -201,12 +201,14 @@ class TrainResult:
 
 
 def _early_stopped(epoch: int, best_epoch: int, cfg: TrainConfig) -> bool:
-    """Patience is used up: the epochs after the best one, counted from min_epochs on."""
-    return epoch - max(best_epoch, cfg.min_epochs - 1) >= cfg.patience
+    """Patience is used up: the epochs after the best one, counted from min_epochs on (and from
+    select_from_epoch on, since no earlier epoch can be the best one)."""
+    return epoch - max(best_epoch, cfg.min_epochs - 1, cfg.select_from_epoch - 1) >= cfg.patience
 
 
-# (section, setting, the value every run recorded before the setting existed had); see train_key.
-_ADDED_LATER = (("distill", "weight_by_coverage", False),)
+# (section or None for a top-level setting, setting, the value every run recorded before the
+# setting existed had); see train_key.
+_ADDED_LATER = (("distill", "weight_by_coverage", False), (None, "select_from_epoch", 0))
 
 
 def train_key(cfg: TrainConfig) -> str:
@@ -227,8 +229,9 @@ def train_key(cfg: TrainConfig) -> str:
     # Settings added after runs were recorded join the key only when moved off the value those
     # runs had, so their checkpoints and benchmark records keep their identity.
     for section, k, historical in _ADDED_LATER:
-        if d[section].get(k) == historical:
-            d[section].pop(k)
+        where = d if section is None else d[section]
+        if where.get(k) == historical:
+            where.pop(k)
     return schema.fingerprint(d)[:10]
 
 
