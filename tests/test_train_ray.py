@@ -158,21 +158,23 @@ def test_resume_after_worker_failure_and_after_restart(ray_local, ml100k_loo, tm
     assert again.test == pytest.approx(ref.test)
 
 
+# An lr far below float32 resolution leaves the weights as they are: every epoch scores the
+# same, so no epoch beats epoch 0 and every later one counts against patience.
+_FROZEN = {
+    "ray": {"num_workers": 1},
+    "epochs": 8,
+    "patience": 2,
+    "registry": {"enabled": False},
+    "optim": {"lr": 1e-12},
+}
+
+
 def test_min_epochs_holds_early_stopping_back_also_on_resume(ray_local, ml100k_loo, tmp_path):
-    # An lr far below float32 resolution leaves the weights as they are, so no epoch beats
-    # epoch 0 and every later one counts against patience (from min_epochs on).
-    frozen = {
-        "ray": {"num_workers": 1},
-        "epochs": 8,
-        "patience": 2,
-        "registry": {"enabled": False},
-        "optim": {"lr": 1e-12},
-    }
-    cfg = _cfg(tmp_path / "stop", ml100k_loo, **frozen)
+    cfg = _cfg(tmp_path / "stop", ml100k_loo, **_FROZEN)
     stopped = run_training(cfg, log=lambda *_: None)
     assert [h["epoch"] for h in stopped.history] == [0, 1, 2]
 
-    held = run_training(_cfg(tmp_path / "held", ml100k_loo, **frozen, min_epochs=4), log=lambda *_: None)
+    held = run_training(_cfg(tmp_path / "held", ml100k_loo, **_FROZEN, min_epochs=4), log=lambda *_: None)
     assert [h["epoch"] for h in held.history] == [0, 1, 2, 3, 4, 5]  # bad epochs: 4 and 5
 
     # The stopped run, rerun under the new rule, goes on from its checkpoint to the same stop.
@@ -182,16 +184,9 @@ def test_min_epochs_holds_early_stopping_back_also_on_resume(ray_local, ml100k_l
 
 
 def test_select_from_epoch_keeps_no_earlier_weights_and_holds_stopping_back(ray_local, ml100k_loo, tmp_path):
-    # Frozen weights (as above): every epoch scores the same, so without the setting epoch 0
-    # stays the best and the run stops at epoch 2; with it the best can only be epoch 3.
-    frozen = {
-        "ray": {"num_workers": 1},
-        "epochs": 8,
-        "patience": 2,
-        "registry": {"enabled": False},
-        "optim": {"lr": 1e-12},
-    }
-    res = run_training(_cfg(tmp_path, ml100k_loo, **frozen, select_from_epoch=3), log=lambda *_: None)
+    # Frozen weights: without the setting epoch 0 stays the best and the run stops at epoch 2;
+    # with it the best can only be epoch 3.
+    res = run_training(_cfg(tmp_path, ml100k_loo, **_FROZEN, select_from_epoch=3), log=lambda *_: None)
     assert res.best_epoch == 3
     assert [h["epoch"] for h in res.history] == [0, 1, 2, 3, 4, 5]
     assert [h["best_epoch"] for h in res.history] == [-1, -1, -1, 3, 3, 3]
