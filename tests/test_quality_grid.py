@@ -430,6 +430,7 @@ def test_configs_on_committed_profiles_are_the_expected_ones():
         "quality-beauty-bert4rec.yaml",
         "quality-ml100k-temporal.yaml",
         "quality-ml100k-temporal-bert4rec.yaml",
+        "quality-ml100k-temporal-bert4rec-select60.yaml",
         "quality-ml100k-qwen-bert4rec.yaml",
         "quality-ml100k-qwen.yaml",
         "quality-ml100k-qwen-5seed-ablations.yaml",
