@@ -5,7 +5,8 @@ student it trains, with the same seeds: the baseline; the baseline with the dist
 epoch budget (no early stopping), so a gain from training longer is not taken for a
 distillation gain; a distilled student per profile source (LLM profiles made by `ucd profile`,
 and non-LLM template profiles); the ablations (distance, pooling, alpha, layer, coverage, the
-paper's literal loss). References use the same metric code: most-popular and, per profile
+paper's literal loss), each distilled from the block's ``primary_profiles`` source, or from each
+source of a list given there. References use the same metric code: most-popular and, per profile
 source, profile-only (cosine between profile and item-text embeddings); the report also says
 how many of each source's profiles the profile job's checks flagged, and splits each distilled
 student's change by whether the test user has a profile (partial coverage), gives each
@@ -124,8 +125,11 @@ def check_bench(bench: dict, source: str) -> None:
             raise bad(f"{where}.ablations", f"unknown {unknown}; known: {list(ABLATIONS)}")
         profiles = ds.get("profiles", {})
         primary = ds.get("primary_profiles")
-        if primary is not None and primary not in profiles:
-            raise bad(f"{where}.primary_profiles", f"{primary!r} is not one of profiles {list(profiles)}")
+        if primary is not None and not isinstance(primary, (str, list)):
+            raise bad(f"{where}.primary_profiles", f"a source name or a list of them, got {primary!r}")
+        for name in [primary] if isinstance(primary, str) else primary or []:
+            if name not in profiles:
+                raise bad(f"{where}.primary_profiles", f"{name!r} is not one of profiles {list(profiles)}")
 
 
 # Variant names, as in the report and ``--variants``: run_block trains under them and
@@ -141,19 +145,24 @@ def ablation_name(ablation: str, primary: str) -> str:
     return f"{ablation} [{primary}]"
 
 
-def primary_source(ds: dict) -> str | None:
-    """The profile source a block's ablations distill from: ``primary_profiles``, else the
-    first source the block names."""
-    return ds.get("primary_profiles", next(iter(ds.get("profiles", {})), None))
+def primary_sources(ds: dict) -> list[str]:
+    """The profile sources a block's ablations distill from: ``primary_profiles`` (one name, or a
+    list to run every ablation on each), else the first source the block names."""
+    primary = ds.get("primary_profiles")
+    if primary is None:
+        return list(ds.get("profiles", {}))[:1]
+    return [primary] if isinstance(primary, str) else list(primary)
+
+
+def ablation_variants(ds: dict) -> dict[str, tuple[str, str]]:
+    """Each ablation variant of a block -> (its ablation, the profile source it distills from)."""
+    return {ablation_name(a, src): (a, src) for src in primary_sources(ds) for a in ds.get("ablations", [])}
 
 
 def variant_names(ds: dict) -> list[str]:
     """Every variant a dataset block can train."""
     profiles = list(ds.get("profiles", {}))
-    primary = primary_source(ds)
-    names = [BASELINE, *(distilled_name(p) for p in profiles)]
-    if primary is not None:
-        names += [ablation_name(a, primary) for a in ds.get("ablations", [])]
+    names = [BASELINE, *(distilled_name(p) for p in profiles), *ablation_variants(ds)]
     if ds.get("same_budget_epochs") != 0:
         names.append(SAME_BUDGET)
     return names
@@ -284,13 +293,8 @@ def needed_sources(ds: dict, only: list[str] | None) -> set[str] | None:
     report compares them all)."""
     if only is None:
         return None
-    primary = primary_source(ds)
-    ablations = {ablation_name(a, primary) for a in ds.get("ablations", [])}
-    return {
-        s
-        for s in ds.get("profiles", {})
-        if distilled_name(s) in only or (s == primary and ablations & set(only))
-    }
+    ablation_sources = {src for name, (_, src) in ablation_variants(ds).items() if name in only}
+    return {s for s in ds.get("profiles", {}) if distilled_name(s) in only or s in ablation_sources}
 
 
 def profile_sources(
@@ -323,7 +327,6 @@ def planned_runs(ds: dict, sources: dict[str, str], seeds: list[int]) -> list[tu
     """(variant, overrides, seed) of every run of one block but the same-budget baseline (its
     budget comes from the finished runs), in training order. The one place that says which
     overrides make a variant: a run record's key is a hash of the config they build."""
-    primary = primary_source(ds)
     distill_on = ["distill.enabled=true"]
     plan = []
     for seed in seeds:
@@ -334,9 +337,11 @@ def planned_runs(ds: dict, sources: dict[str, str], seeds: list[int]) -> list[tu
     # Ablations may use fewer seeds than the main comparison (each is a full grid column).
     ablation_seeds = ds.get("ablation_seeds", ds["seeds"])
     # Ablation by ablation, so a grid stopped midway leaves whole ablations, not one seed of each.
-    for name in ds.get("ablations", []) if primary in sources else []:
-        overrides = [*distill_on, f"profiles={sources[primary]}", *ABLATIONS[name]]
-        plan += [(ablation_name(name, primary), overrides, s) for s in seeds if s in ablation_seeds]
+    for variant, (name, src) in ablation_variants(ds).items():
+        if src not in sources:
+            continue
+        overrides = [*distill_on, f"profiles={sources[src]}", *ABLATIONS[name]]
+        plan += [(variant, overrides, s) for s in seeds if s in ablation_seeds]
     return plan
 
 
@@ -381,7 +386,6 @@ def run_block(
         runs.setdefault(name, []).append(rec)
 
     sources = profile_sources(ds, protocol, prepared, out, needed_sources(ds, only))
-    primary = primary_source(ds)
     chosen = [s for s in ds["seeds"] if seeds is None or s in seeds]
     for name, overrides, seed in planned_runs(ds, sources, chosen):
         add(name, overrides, seed)
@@ -408,8 +412,8 @@ def run_block(
     report = compare(variants)
     # A coverage ablation distills from a subset of its source's users: its split would be wrong.
     split_ablations = {
-        ablation_name(a, primary): primary
-        for a in ds.get("ablations", [])
+        variant: src
+        for variant, (a, src) in ablation_variants(ds).items()
         if not any(o.startswith("profile_coverage=") for o in ABLATIONS[a])
     }
     report["by_coverage"] = coverage_split(variants, sources, data, split_ablations)

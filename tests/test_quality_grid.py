@@ -113,6 +113,41 @@ def test_a_missing_llm_profile_folder_stops_the_block_before_training(grid, tmp_
         )
 
 
+def test_a_list_of_primary_profiles_runs_every_ablation_on_each_source(quality, grid, tmp_path):
+    # So one block can ask an ablation of two sources (Qwen at 2% and 5% coverage) and keep
+    # the records of the first.
+    ds = {
+        "profiles": {"a": "x", "b": "y", "c": "z"},
+        "primary_profiles": ["a", "b"],
+        "ablations": ["pooling=last"],
+    }
+    plan = quality.planned_runs(ds | {"seeds": [1]}, {"a": "/pa", "b": "/pb", "c": "/pc"}, [1])
+    ablations = {
+        (v, next(x for x in o if x.startswith("profiles=")))
+        for v, o, _ in plan
+        if not v.startswith(("baseline", "distilled"))
+    }
+    assert ablations == {("pooling=last [a]", "profiles=/pa"), ("pooling=last [b]", "profiles=/pb")}
+    assert "pooling=last [c]" not in quality.variant_names(ds)
+    assert quality.needed_sources(ds, ["pooling=last [b]"]) == {"b"}
+    # A single name still means that one source only.
+    assert quality.planned_runs(ds | {"seeds": [1], "primary_profiles": "c"}, {"c": "/pc"}, [1])[-1][0] == (
+        "pooling=last [c]"
+    )
+
+    # End to end: the second source's ablation trains without the first source's folder.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "profile_embeddings.parquet").write_bytes(b"")
+    _, calls = grid(
+        {"only": ["pooling=last [other]"]},
+        profiles={"gone": str(tmp_path / "gone"), "other": str(other)},
+        primary_profiles=["gone", "other"],
+        ablations=["pooling=last"],
+    )
+    assert calls == [("pooling=last [other]", 1, 200, "last"), ("pooling=last [other]", 2, 200, "last")]
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").glob("quality*.yaml")), ids=lambda p: p.name)
 def test_committed_benchmark_configs_pass_the_check(quality, path, monkeypatch):
     monkeypatch.chdir(ROOT)  # student config paths are relative to the repository
@@ -145,6 +180,8 @@ def _block(**kw):
             r"\.students\.sasrec: configs/train/nope.yaml not found",
         ),
         ({"primary_profiles": "qwen"}, r"\.primary_profiles: 'qwen' is not one of profiles \['llm'\]"),
+        ({"primary_profiles": ["llm", "qwen"]}, r"\.primary_profiles: 'qwen' is not one of profiles"),
+        ({"primary_profiles": 3}, r"\.primary_profiles: a source name or a list of them, got 3"),
     ],
 )
 def test_bad_benchmark_config_is_named_before_anything_trains(quality, change, message):
@@ -434,6 +471,7 @@ def test_configs_on_committed_profiles_are_the_expected_ones():
         "quality-ml100k-qwen-bert4rec.yaml",
         "quality-ml100k-qwen.yaml",
         "quality-ml100k-qwen-5seed-ablations.yaml",
+        "quality-ml100k-qwen-alpha02-confirm.yaml",
     }
 
 
