@@ -42,28 +42,63 @@ def _wait_http(url: str, timeout: float) -> None:
     raise TimeoutError(url)
 
 
-def _submit(cmd: list[str], env: dict, timeout: float, head: subprocess.Popen) -> subprocess.CompletedProcess:
+def _ray_job(cmd: list[str], verb: str, address: str, job: str, env: dict, timeout: float):
+    """`ray job <verb> --address A <job>` with the ray binary of ``cmd``."""
+    args = [cmd[0], "job", verb, "--address", address, *(["--follow"] if verb == "logs" else []), job]
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _job_landed(cmd: list[str], address: str, job: str, env: dict, deadline: float) -> bool | None:
+    """Whether the head holds the submission: True, False (it answered 404), or None (it never
+    answered before the deadline; a dashboard that drops one request may drop the next few)."""
+    while time.monotonic() < deadline:
+        r = _ray_job(cmd, "status", address, job, env, 120)
+        if r.returncode == 0:
+            return True
+        if "status code 404" in r.stdout + r.stderr:
+            return False
+        time.sleep(5)
+    return None
+
+
+def _follow(
+    cmd: list[str], address: str, job: str, env: dict, deadline: float
+) -> subprocess.CompletedProcess:
+    """What a waiting `ray job submit` would have printed for a job that landed: its logs to the
+    end, then its final status (exit status 0 only if it succeeded)."""
+    logs = _ray_job(cmd, "logs", address, job, env, max(deadline - time.monotonic(), 60))
+    status = _ray_job(cmd, "status", address, job, env, 120)
+    ok = f"Job '{job}' succeeded" in status.stdout + status.stderr
+    return subprocess.CompletedProcess(
+        cmd, 0 if ok else 1, logs.stdout + status.stdout, logs.stderr + status.stderr
+    )
+
+
+def _submit(
+    cmd: list[str], job: str, env: dict, timeout: float, head: subprocess.Popen
+) -> subprocess.CompletedProcess:
     """The job agent registers a little after the dashboard answers: retry until it does.
 
-    On 2 cores shared with two trainings the dashboard also dropped the submit request
-    unanswered ("Connection aborted"); that is retried only while the head lists no job, so a
-    submission that did land is never run twice.
+    On 2 cores shared with two or three trainings the dashboard also dropped the submit request
+    unanswered ("Connection aborted"), whether or not the job had landed. The submission gets
+    its own id so the head can say which: a job that landed is followed to its end, never run
+    twice; one that did not is submitted again.
     """
     deadline = time.monotonic() + timeout
     address = cmd[cmd.index("--address") + 1]
+    at = cmd.index("submit") + 1
+    cmd = [*cmd[:at], "--submission-id", job, *cmd[at:]]
     while True:
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
         said = r.stderr + r.stdout
         busy = "No available agent" in said or "Failed to connect" in said
         if "Connection aborted" in said:
-            jobs = subprocess.run(
-                [cmd[0], "job", "list", "--address", address],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            busy = jobs.returncode == 0 and jobs.stdout.strip().splitlines()[-1:] == ["[]"]
+            landed = _job_landed(cmd, address, job, env, deadline)
+            if landed:
+                followed = _follow(cmd, address, job, env, deadline)
+                followed.stderr = said + followed.stderr
+                return followed
+            busy = landed is False
         if not busy or time.monotonic() > deadline or head.poll() is not None:
             return r
         time.sleep(3)
@@ -172,7 +207,8 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
             "--set",
             f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
         ]
-        r = _submit(cmd, env, 480, head)
+        profile_job = f"ucd-test-profile-{os.getpid()}"
+        r = _submit(cmd, profile_job, env, 480, head)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         assert "succeeded" in r.stdout + r.stderr
         assert "connected to Ray at" in r.stdout  # it ran on the submitted-to cluster
@@ -199,9 +235,18 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
             "--set",
             f"output={tmp_path / 'model'}",
         ]
-        r = _submit(train, env, 480, head)
+        r = _submit(train, f"ucd-test-train-{os.getpid()}", env, 480, head)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         assert "succeeded" in r.stdout + r.stderr
+        # The path an aborted submit takes, against this real head: an id it never got is told
+        # apart from one it holds, and following a landed job yields what the waiting submit shows.
+        address = submit[submit.index("--address") + 1]
+        soon = time.monotonic() + 240
+        assert _job_landed(submit, address, "ucd-test-never-submitted", env, soon) is False
+        assert _job_landed(submit, address, profile_job, env, soon) is True
+        followed = _follow(submit, address, profile_job, env, soon)
+        assert followed.returncode == 0, followed.stdout[-3000:] + followed.stderr[-3000:]
+        assert "connected to Ray at" in followed.stdout
     finally:
         _stop_group(head)
         log.close()
