@@ -832,7 +832,8 @@ def report_markdown(report: dict) -> str:
         md.append(format_comparison(b) + "\n")
         if b.get("vs_baseline_by_seed"):
             md.append(per_seed_table(b) + "\n")
-        md.append(profiles_table(b) + "\n")
+        if b.get("profile_sources"):  # a baseline-only block has none to list
+            md.append(profiles_table(b) + "\n")
         if b.get("vs_distilled"):
             md.append(ablation_table(b) + "\n")
         if b.get("by_coverage"):
