@@ -127,7 +127,7 @@ def check_bench(bench: dict, source: str) -> None:
         primary = ds.get("primary_profiles")
         if primary is not None and not isinstance(primary, (str, list)):
             raise bad(f"{where}.primary_profiles", f"a source name or a list of them, got {primary!r}")
-        for name in [primary] if isinstance(primary, str) else primary or []:
+        for name in primary_sources(ds):
             if name not in profiles:
                 raise bad(f"{where}.primary_profiles", f"{name!r} is not one of profiles {list(profiles)}")
 

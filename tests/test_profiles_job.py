@@ -42,17 +42,18 @@ def _wait_http(url: str, timeout: float) -> None:
     raise TimeoutError(url)
 
 
-def _ray_job(cmd: list[str], verb: str, address: str, job: str, env: dict, timeout: float):
-    """`ray job <verb> --address A <job>` with the ray binary of ``cmd``."""
+def _ray_job(cmd: list[str], verb: str, job: str, env: dict, timeout: float):
+    """`ray job <verb> <job>` with the ray binary and head address of the submit command ``cmd``."""
+    address = cmd[cmd.index("--address") + 1]
     args = [cmd[0], "job", verb, "--address", address, *(["--follow"] if verb == "logs" else []), job]
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _job_landed(cmd: list[str], address: str, job: str, env: dict, deadline: float) -> bool | None:
+def _job_landed(cmd: list[str], job: str, env: dict, deadline: float) -> bool | None:
     """Whether the head holds the submission: True, False (it answered 404), or None (it never
     answered before the deadline; a dashboard that drops one request may drop the next few)."""
     while time.monotonic() < deadline:
-        r = _ray_job(cmd, "status", address, job, env, 120)
+        r = _ray_job(cmd, "status", job, env, 120)
         if r.returncode == 0:
             return True
         if "status code 404" in r.stdout + r.stderr:
@@ -61,13 +62,11 @@ def _job_landed(cmd: list[str], address: str, job: str, env: dict, deadline: flo
     return None
 
 
-def _follow(
-    cmd: list[str], address: str, job: str, env: dict, deadline: float
-) -> subprocess.CompletedProcess:
+def _follow(cmd: list[str], job: str, env: dict, deadline: float) -> subprocess.CompletedProcess:
     """What a waiting `ray job submit` would have printed for a job that landed: its logs to the
     end, then its final status (exit status 0 only if it succeeded)."""
-    logs = _ray_job(cmd, "logs", address, job, env, max(deadline - time.monotonic(), 60))
-    status = _ray_job(cmd, "status", address, job, env, 120)
+    logs = _ray_job(cmd, "logs", job, env, max(deadline - time.monotonic(), 60))
+    status = _ray_job(cmd, "status", job, env, 120)
     ok = f"Job '{job}' succeeded" in status.stdout + status.stderr
     return subprocess.CompletedProcess(
         cmd, 0 if ok else 1, logs.stdout + status.stdout, logs.stderr + status.stderr
@@ -85,7 +84,6 @@ def _submit(
     twice; one that did not is submitted again.
     """
     deadline = time.monotonic() + timeout
-    address = cmd[cmd.index("--address") + 1]
     at = cmd.index("submit") + 1
     cmd = [*cmd[:at], "--submission-id", job, *cmd[at:]]
     while True:
@@ -93,9 +91,9 @@ def _submit(
         said = r.stderr + r.stdout
         busy = "No available agent" in said or "Failed to connect" in said
         if "Connection aborted" in said:
-            landed = _job_landed(cmd, address, job, env, deadline)
+            landed = _job_landed(cmd, job, env, deadline)
             if landed:
-                followed = _follow(cmd, address, job, env, deadline)
+                followed = _follow(cmd, job, env, deadline)
                 followed.stderr = said + followed.stderr
                 return followed
             busy = landed is False
@@ -240,11 +238,10 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
         assert "succeeded" in r.stdout + r.stderr
         # The path an aborted submit takes, against this real head: an id it never got is told
         # apart from one it holds, and following a landed job yields what the waiting submit shows.
-        address = submit[submit.index("--address") + 1]
         soon = time.monotonic() + 240
-        assert _job_landed(submit, address, "ucd-test-never-submitted", env, soon) is False
-        assert _job_landed(submit, address, profile_job, env, soon) is True
-        followed = _follow(submit, address, profile_job, env, soon)
+        assert _job_landed(submit, "ucd-test-never-submitted", env, soon) is False
+        assert _job_landed(submit, profile_job, env, soon) is True
+        followed = _follow(submit, profile_job, env, soon)
         assert followed.returncode == 0, followed.stdout[-3000:] + followed.stderr[-3000:]
         assert "connected to Ray at" in followed.stdout
     finally:
