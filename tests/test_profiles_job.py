@@ -109,7 +109,7 @@ def _start_head(bin_dir: Path, env: dict, log_path: Path, tries: int = 3):
     """A local head with a dashboard, on free ports. On a loaded machine `ray start --block`
     sometimes kills the head seconds after the dashboard answers (its client server timed out
     waiting for node info, seen while CI shared 2 cores with a profile job): start it again."""
-    for _ in range(tries):
+    for attempt in range(tries):
         gcs, dash, agent, metrics, client = (_free_port() for _ in range(5))
         # A short temp dir: Ray's socket paths must stay under the OS limit.
         temp = tempfile.mkdtemp(prefix="ucdray", dir="/tmp")
@@ -148,6 +148,7 @@ def _start_head(bin_dir: Path, env: dict, log_path: Path, tries: int = 3):
             up = False
         if up:
             return head, dash, temp, log
+        print(f"the Ray head did not stay up (try {attempt + 1} of {tries})")
         _stop_group(head)
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
@@ -155,10 +156,12 @@ def _start_head(bin_dir: Path, env: dict, log_path: Path, tries: int = 3):
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
-    """Stop only what this test started: the head's own process group."""
+    """Stop only what this test started: the head's own process group. A graceful `ray start
+    --block` shutdown took 36 s here, for a throwaway head whose state nobody reads again, so
+    it gets a few seconds before the group is killed."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(60)
+        proc.wait(8)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         pass
     with contextlib.suppress(ProcessLookupError):
@@ -175,7 +178,9 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
     # Ray gives its dashboard 60 s to start; on 2 loaded cores (CI beside three trainings) the
     # dashboard process had not even opened its log by then, three starts in a row.
     env["RAY_DASHBOARD_STARTUP_TIMEOUT_S"] = str(DASHBOARD_STARTUP_S)
+    t0 = time.monotonic()
     head, dash, temp, log = _start_head(bin_dir, env, tmp_path / "head.log")
+    phases = {"head": time.monotonic() - t0}
     out = tmp_path / "out"
     try:
         # What users run: `ray job submit` with the repo as working dir, against the head.
@@ -206,7 +211,9 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
             f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
         ]
         profile_job = f"ucd-test-profile-{os.getpid()}"
+        t0 = time.monotonic()
         r = _submit(cmd, profile_job, env, 480, head)
+        phases["profile job"] = time.monotonic() - t0
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         assert "succeeded" in r.stdout + r.stderr
         assert "connected to Ray at" in r.stdout  # it ran on the submitted-to cluster
@@ -233,7 +240,9 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
             "--set",
             f"output={tmp_path / 'model'}",
         ]
+        t0 = time.monotonic()
         r = _submit(train, f"ucd-test-train-{os.getpid()}", env, 480, head)
+        phases["train job"] = time.monotonic() - t0
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         assert "succeeded" in r.stdout + r.stderr
         # The path an aborted submit takes, against this real head: an id it never got is told
@@ -244,10 +253,14 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
         followed = _follow(submit, profile_job, env, soon)
         assert followed.returncode == 0, followed.stdout[-3000:] + followed.stderr[-3000:]
         assert "connected to Ray at" in followed.stdout
+        phases["status checks"] = time.monotonic() - t0 - phases["train job"]
     finally:
+        t0 = time.monotonic()
         _stop_group(head)
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
+        phases["head stop"] = time.monotonic() - t0
+        print("phases (s):", {k: round(v, 1) for k, v in phases.items()})
 
     prof = read_table(out / "profiles.parquet", "profiles")
     assert prof.column("user_id").to_pylist() == [1, 2, 3]
