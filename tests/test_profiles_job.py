@@ -102,6 +102,16 @@ def _submit(
         time.sleep(3)
 
 
+@contextlib.contextmanager
+def _timed(phases: dict[str, float], name: str):
+    """Seconds spent in the block, kept under ``name`` even when it raises."""
+    t0 = time.monotonic()
+    try:
+        yield
+    finally:
+        phases[name] = time.monotonic() - t0
+
+
 DASHBOARD_STARTUP_S = 240
 
 
@@ -178,9 +188,9 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
     # Ray gives its dashboard 60 s to start; on 2 loaded cores (CI beside three trainings) the
     # dashboard process had not even opened its log by then, three starts in a row.
     env["RAY_DASHBOARD_STARTUP_TIMEOUT_S"] = str(DASHBOARD_STARTUP_S)
-    t0 = time.monotonic()
-    head, dash, temp, log = _start_head(bin_dir, env, tmp_path / "head.log")
-    phases = {"head": time.monotonic() - t0}
+    phases: dict[str, float] = {}
+    with _timed(phases, "head"):
+        head, dash, temp, log = _start_head(bin_dir, env, tmp_path / "head.log")
     out = tmp_path / "out"
     try:
         # What users run: `ray job submit` with the repo as working dir, against the head.
@@ -211,9 +221,8 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
             f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
         ]
         profile_job = f"ucd-test-profile-{os.getpid()}"
-        t0 = time.monotonic()
-        r = _submit(cmd, profile_job, env, 480, head)
-        phases["profile job"] = time.monotonic() - t0
+        with _timed(phases, "profile job"):
+            r = _submit(cmd, profile_job, env, 480, head)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         assert "succeeded" in r.stdout + r.stderr
         assert "connected to Ray at" in r.stdout  # it ran on the submitted-to cluster
@@ -240,27 +249,24 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
             "--set",
             f"output={tmp_path / 'model'}",
         ]
-        t0 = time.monotonic()
-        r = _submit(train, f"ucd-test-train-{os.getpid()}", env, 480, head)
-        phases["train job"] = time.monotonic() - t0
+        with _timed(phases, "train job"):
+            r = _submit(train, f"ucd-test-train-{os.getpid()}", env, 480, head)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         assert "succeeded" in r.stdout + r.stderr
         # The path an aborted submit takes, against this real head: an id it never got is told
         # apart from one it holds, and following a landed job yields what the waiting submit shows.
-        t0 = time.monotonic()
-        soon = t0 + 240
-        assert _job_landed(submit, "ucd-test-never-submitted", env, soon) is False
-        assert _job_landed(submit, profile_job, env, soon) is True
-        followed = _follow(submit, profile_job, env, soon)
+        with _timed(phases, "status checks"):
+            soon = time.monotonic() + 240
+            assert _job_landed(submit, "ucd-test-never-submitted", env, soon) is False
+            assert _job_landed(submit, profile_job, env, soon) is True
+            followed = _follow(submit, profile_job, env, soon)
         assert followed.returncode == 0, followed.stdout[-3000:] + followed.stderr[-3000:]
         assert "connected to Ray at" in followed.stdout
-        phases["status checks"] = time.monotonic() - t0
     finally:
-        t0 = time.monotonic()
-        _stop_group(head)
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
-        phases["head stop"] = time.monotonic() - t0
+        with _timed(phases, "head stop"):
+            _stop_group(head)
+            log.close()
+            shutil.rmtree(temp, ignore_errors=True)
         print("phases (s):", {k: round(v, 1) for k, v in phases.items()})
 
     prof = read_table(out / "profiles.parquet", "profiles")
