@@ -41,6 +41,7 @@ from ucd import schema
 from ucd.config import build_config, default_data_dir
 from ucd.data.prepare import prepare_named
 from ucd.data.splits import SplitConfig
+from ucd.errors import DataError
 from ucd.metrics import paired_test
 from ucd.pipelines.evaluate import (
     EvalResult,
@@ -251,12 +252,12 @@ def train_cached(cfg: TrainConfig, cache: Path, label: str, log=print) -> dict:
     # so a resumed profile job that grew the folder trains the run again.
     used = profiles_id(cfg)
     if path.exists():
-        rec = json.loads(path.read_text())
+        rec = read_record(path)
         if "profiles_used" not in rec and used is not None:
             # A record from before this field: adopted as trained on the profiles there now
             # (the trust every record had before), so later changes to them are caught.
             rec["profiles_used"] = used
-            path.write_text(json.dumps(rec))
+            schema.atomic_write_text(path, json.dumps(rec))
         if rec.get("profiles_used") == used:
             return rec
         log(f"[quality] {path}: trained on other profiles than {cfg.profiles} holds now; training again")
@@ -279,8 +280,19 @@ def train_cached(cfg: TrainConfig, cache: Path, label: str, log=print) -> dict:
         },
     }
     cache.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rec))
+    # A run is tens of minutes of training: a kill while writing must not leave a record
+    # that breaks every later report.
+    schema.atomic_write_text(path, json.dumps(rec))
     return rec
+
+
+def read_record(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(
+            f"{path}: unreadable run record ({e.msg}, line {e.lineno}); delete it to train that run again"
+        ) from e
 
 
 def _as_eval(name: str, rec: dict, users: np.ndarray) -> EvalResult:
@@ -576,7 +588,7 @@ def records_by_run(cache: Path) -> dict[tuple, list[dict]]:
     config is never mistaken for it."""
     found: dict[tuple, list[dict]] = {}
     for f in sorted(cache.glob("*.json")):
-        r = json.loads(f.read_text())
+        r = read_record(f)
         found.setdefault((r["label"], r["seed"], r["seconds"]), []).append(r)
     return found
 
@@ -775,8 +787,8 @@ def main() -> None:
     if args.add_seed_tables:
         for path in args.add_seed_tables:
             text = json.dumps(add_seed_tables(path, path.parent / "runs"), indent=2)
-            path.write_text(text)
-            path.with_suffix(".md").write_text(report_markdown(json.loads(text)))
+            schema.atomic_write_text(path, text)
+            schema.atomic_write_text(path.with_suffix(".md"), report_markdown(json.loads(text)))
             print(f"wrote {path} and {path.with_suffix('.md')}")
         return
     bench = yaml.safe_load(Path(args.config).read_text())
@@ -809,9 +821,9 @@ def main() -> None:
         {"date": time.strftime("%Y-%m-%d"), "config": args.config, "command": command, "blocks": blocks},
         indent=2,
     )
-    (out / f"{name}.json").write_text(text)
+    schema.atomic_write_text(out / f"{name}.json", text)
     # Rendered from the JSON as written (string keys, as a reader of it sees them).
-    (out / f"{name}.md").write_text(report_markdown(json.loads(text)))
+    schema.atomic_write_text(out / f"{name}.md", report_markdown(json.loads(text)))
     plot = "gains.png" if name == "quality" else f"{name}-gains.png"
     _plot(blocks, out / plot)
     print(f"wrote {out}/{name}.json, {name}.md, {plot}")

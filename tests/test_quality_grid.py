@@ -442,6 +442,44 @@ def test_cached_distilled_run_is_trained_again_when_its_profiles_change(quality,
     assert len(trained) == 4
 
 
+def test_a_run_record_is_replaced_whole_or_left_as_it_was(tmp_path, monkeypatch):
+    """Records are hours of training: a write cut short must leave the old one readable."""
+    from ucd import schema
+
+    path = tmp_path / "run.json"
+    schema.atomic_write_text(path, '{"seed": 1}')
+
+    def killed(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(schema.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        schema.atomic_write_text(path, '{"seed": 2}')
+    assert path.read_text() == '{"seed": 1}'
+    assert [f.name for f in tmp_path.iterdir()] == ["run.json"]  # no temporary file left behind
+    monkeypatch.undo()
+    schema.atomic_write_text(path, '{"seed": 2}')
+    assert path.read_text() == '{"seed": 2}'
+
+
+def test_an_unreadable_run_record_is_named_not_trained_over(quality, tmp_path, monkeypatch):
+    import ucd.pipelines.train as train_mod
+
+    monkeypatch.setattr(train_mod, "run_training", lambda cfg: pytest.fail("trained over a record"))
+    cfg = quality.build_config(
+        quality.TrainConfig, str(ROOT / "configs/train/ml-100k-sasrec-distill.yaml"), ["seed=1"]
+    )
+    cache = tmp_path / "runs"
+    cache.mkdir()
+    path = quality.record_path(cfg, cache)
+    path.write_text('{"label": "x", "seed": 1, "test": {"test_ndcg')  # cut short by hand
+    with pytest.raises(quality.DataError, match=re.escape(str(path)) + ".*delete it to train"):
+        quality.train_cached(cfg, cache, "x", log=lambda *_: None)
+    with pytest.raises(quality.DataError, match=re.escape(path.name)):
+        quality.records_by_run(cache)
+    assert path.read_text().endswith("test_ndcg")  # left for the user to look at
+
+
 def _in_repo_llm_profiles(ds: dict) -> dict[str, str]:
     """The LLM profile sources a dataset block keeps beside the committed reports: the ones a
     clean clone must hold (others live under ~ or the git-ignored out/, made on demand; template

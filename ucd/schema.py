@@ -200,6 +200,20 @@ def read_table(path: str | Path, name: str, columns: list[str] | None = None) ->
     return table
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``path`` through a temporary sibling and one rename, so a reader (or a rerun after
+    a kill) sees the old file or the new one, never half of it. The sibling's name is unique, so
+    processes writing the same folder at once do not share it."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 @contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces ``final`` in one rename.

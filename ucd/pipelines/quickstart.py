@@ -20,6 +20,7 @@ from pydantic import Field
 from ucd.config import Strict, build_config
 from ucd.data.prepare import prepare_named
 from ucd.errors import DataError
+from ucd.schema import atomic_write_text
 from ucd.tracking import TrackingConfig
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -53,9 +54,7 @@ class _Stages:
 
     def put(self, stage: str, key: str, value: dict) -> None:
         self.data[stage] = {"key": key, **value}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str))
-        tmp.replace(self.path)
+        atomic_write_text(self.path, json.dumps(self.data, indent=2, default=str))
 
 
 def _banner(log, text: str) -> None:

@@ -8,10 +8,11 @@ round) and its ETA are what show the job moving.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from ucd.schema import atomic_write_text
 
 
 def _fmt_eta(s: float) -> str:
@@ -89,7 +90,5 @@ class Progress:
             f"output {s['output_tokens_per_s']:.0f} tok/s | overall ETA {_fmt_eta(eta)}"
         )
         if self.path is not None:
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(s))
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, json.dumps(s))
         return s
