@@ -295,6 +295,14 @@ def read_record(path: Path) -> dict:
         ) from e
 
 
+def write_report(path: Path, report: dict) -> None:
+    """The report's JSON at ``path`` and its Markdown beside it."""
+    text = json.dumps(report, indent=2)
+    schema.atomic_write_text(path, text)
+    # Rendered from the JSON as written (string keys, as a reader of it sees them).
+    schema.atomic_write_text(path.with_suffix(".md"), report_markdown(json.loads(text)))
+
+
 def _as_eval(name: str, rec: dict, users: np.ndarray) -> EvalResult:
     metrics = {k.removeprefix("test_"): v for k, v in rec["test"].items()}
     return EvalResult(name, metrics, {"ndcg@10": np.asarray(rec["per_user_ndcg@10"])}, users, False)
@@ -786,9 +794,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.add_seed_tables:
         for path in args.add_seed_tables:
-            text = json.dumps(add_seed_tables(path, path.parent / "runs"), indent=2)
-            schema.atomic_write_text(path, text)
-            schema.atomic_write_text(path.with_suffix(".md"), report_markdown(json.loads(text)))
+            write_report(path, add_seed_tables(path, path.parent / "runs"))
             print(f"wrote {path} and {path.with_suffix('.md')}")
         return
     bench = yaml.safe_load(Path(args.config).read_text())
@@ -817,13 +823,10 @@ def main() -> None:
         ["benchmarks/quality.py", "--config", args.config, *(f"--set {o}" for o in args.overrides)]
     )
     name = bench.get("report", "quality")
-    text = json.dumps(
+    write_report(
+        out / f"{name}.json",
         {"date": time.strftime("%Y-%m-%d"), "config": args.config, "command": command, "blocks": blocks},
-        indent=2,
     )
-    schema.atomic_write_text(out / f"{name}.json", text)
-    # Rendered from the JSON as written (string keys, as a reader of it sees them).
-    schema.atomic_write_text(out / f"{name}.md", report_markdown(json.loads(text)))
     plot = "gains.png" if name == "quality" else f"{name}-gains.png"
     _plot(blocks, out / plot)
     print(f"wrote {out}/{name}.json, {name}.md, {plot}")
