@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -85,3 +86,31 @@ def test_evaluate_cli_profile_only_reference_on_real_data(ml100k_loo, tmp_path, 
     reduced = _with_meta(good, tmp_path / "r.parquet", reduction={"method": "pca", "dim": 64})
     assert main(["evaluate", "--data", str(ml100k_loo), "--profile-only", str(reduced)]) == 2
     assert "r.parquet: vectors were reduced" in capsys.readouterr().err
+
+
+def test_profile_only_references_of_one_report_embed_the_items_once(ml100k_loo, tmp_path, monkeypatch):
+    """A report scores one profile-only reference per profile source on the same items: the
+    item texts are embedded once (the real embedder), and the second score equals the first."""
+    import ucd.reference as reference
+    from ucd.pipelines import evaluate as ev
+    from ucd.seqdata import SequenceData
+
+    calls = []
+    real = reference.item_text_embeddings
+
+    def counted(prepared, embedder):
+        calls.append(prepared)
+        return real(prepared, embedder)
+
+    monkeypatch.setattr(reference, "item_text_embeddings", counted)
+    ev._item_vectors.cache_clear()
+    data = SequenceData.load(ml100k_loo)
+    profiles = write_template_embeddings(ml100k_loo, tmp_path / "t.parquet")
+    first = ev.evaluate_profile_only_reference(ml100k_loo, data, profiles, name="a")
+    second = ev.evaluate_profile_only_reference(ml100k_loo, data, profiles, name="b")
+    assert len(calls) == 1
+    assert first.metrics == second.metrics and first.metrics["ndcg@10"] > 0.007
+    # Another preparation (another fingerprint) at the same path is embedded again.
+    ev._item_vectors(str(Path(ml100k_loo).resolve()), "another-fingerprint", "all-minilm-l6-v2")
+    assert len(calls) == 2
+    ev._item_vectors.cache_clear()

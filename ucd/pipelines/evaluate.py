@@ -5,6 +5,7 @@ Every report states whether seen (history) items were removed from the ranking.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,19 @@ def evaluate_most_popular(data: SequenceData, split: str = "test", exclude_seen:
     return _result("most-popular", ev, rows, exclude_seen)
 
 
+@functools.lru_cache(maxsize=4)
+def _item_vectors(prepared: str, fingerprint: str, embedder: str) -> np.ndarray:
+    # A report scores one profile-only reference per profile source on the same items: the
+    # item texts (tens of thousands on Beauty) are embedded once per process, not per source.
+    # The fingerprint is in the key so a re-prepared folder at the same path is embedded again.
+    from ucd.embed.embedder import Embedder
+    from ucd.reference import item_text_embeddings
+
+    vecs = item_text_embeddings(prepared, Embedder(embedder))
+    vecs.flags.writeable = False
+    return vecs
+
+
 def evaluate_profile_only_reference(
     prepared: str | Path,
     data: SequenceData,
@@ -81,9 +95,8 @@ def evaluate_profile_only_reference(
     """Items ranked by cosine between each user's profile vector and the items' text vectors,
     the latter embedded by the embedder the profile table records (``embed_model``)."""
     from ucd import schema
-    from ucd.embed.embedder import Embedder
     from ucd.errors import DataError
-    from ucd.reference import evaluate_profile_only, item_text_embeddings
+    from ucd.reference import evaluate_profile_only
     from ucd.seqdata import ProfileTable
 
     path = schema.profile_embeddings_file(profiles)
@@ -94,7 +107,7 @@ def evaluate_profile_only_reference(
     if (meta.get("reduction") or {}).get("method", "none") != "none":
         raise DataError(f"{path}: vectors were reduced ({meta['reduction']}); item texts cannot be compared")
     table = ProfileTable.load(path, data.n_users, expected_fingerprint=data.fingerprint)
-    items = item_text_embeddings(prepared, Embedder(embedder))
+    items = _item_vectors(str(Path(prepared).resolve()), data.fingerprint, embedder).copy()
     rows = _rows(data, split)
     ev = evaluate_profile_only(rows, table.vectors, table.has, items, exclude_seen)
     return _result(name, ev, rows, exclude_seen)
