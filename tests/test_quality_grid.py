@@ -588,11 +588,14 @@ def test_readme_results_blocks_are_the_committed_reports():
     blocks = re.findall(
         r"<!-- results:(?:([\w-]+):)?start -->\n(.*?)\n<!-- results:(?:[\w-]+:)?end -->", readme, re.S
     )
-    # Unnamed: the first grid's report; "qwen": the `ucd evaluate --compare` table of ml100k-qwen.
-    files = {"": "quality", "qwen": "ml100k-qwen"}
-    assert len(blocks) >= 9
+    # Unnamed: the first grid's report; "qwen": the `ucd evaluate --compare` table of ml100k-qwen;
+    # "summary": benchmarks/quality_summary.py's table over all the reports.
+    results = ROOT / "benchmarks/results"
+    files = {"": "quality/quality", "qwen": "quality/ml100k-qwen", "summary": "quality_summary"}
+    assert len(blocks) >= 10
+    assert "summary" in [name for name, _ in blocks]
     for name, body in blocks:
-        md = ROOT / "benchmarks/results/quality" / f"{files.get(name, name)}.md"
+        md = results / f"{files.get(name, 'quality/' + name)}.md"
         assert body == md.read_text().strip(), name
 
 
