@@ -103,11 +103,19 @@ def references_of(report: dict, name: str) -> list[dict]:
     return refs
 
 
-def _same_result(a: dict, b: dict) -> bool:
-    # Two reports can hold the very same runs (e.g. the default distilled student of an
-    # ablation grid and of its follow-up): one row, naming both reports.
-    keys = ("dataset", "protocol", "student", "variant", "seeds", "baseline_ndcg@10", "ndcg@10")
-    return all(a[k] == b[k] for k in keys)
+# Two reports can hold the very same runs (e.g. the default distilled student of an ablation
+# grid and of its follow-up), and a profile-only reference depends on the data and the
+# profiles, not on the student: one row each, naming every report that holds it.
+SAME_ROW = ("dataset", "protocol", "student", "variant", "seeds", "baseline_ndcg@10", "ndcg@10")
+SAME_REFERENCE = ("dataset", "protocol", "source", "profiled_test_users", "profile_only_ndcg@10")
+
+
+def _add(found: list[dict], item: dict, same: tuple[str, ...]) -> None:
+    twin = next((r for r in found if all(r[k] == item[k] for k in same)), None)
+    if twin is None:
+        found.append({**item, "also_in": []})
+    elif item["report"] not in (twin["report"], *twin["also_in"]):
+        twin["also_in"].append(item["report"])
 
 
 def summarize(folder: Path) -> dict:
@@ -119,20 +127,10 @@ def summarize(folder: Path) -> dict:
         found = rows_of(report, path.stem)
         if not found:
             skipped.append(path.stem)
-        for ref in references_of(report, path.stem):
-            # The reference depends on the data and the profiles, not on the student.
-            same = ("dataset", "protocol", "source", "profiled_test_users", "profile_only_ndcg@10")
-            twin = next((r for r in refs if all(r[k] == ref[k] for k in same)), None)
-            if twin is None:
-                refs.append({**ref, "also_in": []})
-            elif ref["report"] not in (twin["report"], *twin["also_in"]):
-                twin["also_in"].append(ref["report"])
         for row in found:
-            twin = next((r for r in rows if _same_result(r, row)), None)
-            if twin is None:
-                rows.append({**row, "also_in": []})
-            else:
-                twin["also_in"].append(row["report"])
+            _add(rows, row, SAME_ROW)
+        for ref in references_of(report, path.stem):
+            _add(refs, ref, SAME_REFERENCE)
     rows.sort(key=lambda r: (r["dataset"], r["protocol"], r["student"], r["report"]))
     counts = {v: sum(r["verdict"] == v for r in rows) for v in (GAIN, HARM, SEEDS_DISAGREE, NO_CHANGE)}
     refs.sort(key=lambda r: (r["dataset"], r["protocol"], r["report"]))
