@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -29,9 +30,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_http(url: str, timeout: float) -> None:
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Until ``url`` answers; TimeoutError after ``timeout`` s, or as soon as ``proc`` has exited
+    (a head that failed at start never answers: waiting on would cost minutes per try)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
@@ -149,7 +152,11 @@ def _start_head(bin_dir: Path, env: dict, log_path: Path, tries: int = 3):
             start_new_session=True,
         )
         try:
-            _wait_http(f"http://127.0.0.1:{dash}/api/version", DASHBOARD_STARTUP_S + 60)
+            _wait_http(
+                f"http://127.0.0.1:{dash}/api/version",
+                DASHBOARD_STARTUP_S + 60,
+                proc=head,
+            )
             time.sleep(5)  # the block loop reports a dead subprocess about a second later
             up = head.poll() is None
         except TimeoutError:
@@ -183,8 +190,15 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
     model = smollm2()
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    # Token auth on both sides, explicitly (the CLI client does not assume it).
-    env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", HF_HUB_OFFLINE="1", RAY_AUTH_MODE="token")
+    # Token auth on both sides, explicitly (the CLI client does not assume it), with a token of
+    # this test's own: `ray start` does not create one, and a fresh machine has no
+    # ~/.ray/auth_token (only a local `ray.init()` writes it), so the head refused to start.
+    env.update(
+        PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+        HF_HUB_OFFLINE="1",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=secrets.token_hex(32),
+    )
     # Ray gives its dashboard 60 s to start; on 2 loaded cores (CI beside three trainings) the
     # dashboard process had not even opened its log by then, three starts in a row.
     env["RAY_DASHBOARD_STARTUP_TIMEOUT_S"] = str(DASHBOARD_STARTUP_S)
