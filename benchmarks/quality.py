@@ -295,12 +295,13 @@ def read_record(path: Path) -> dict:
         ) from e
 
 
-def write_report(path: Path, report: dict) -> None:
-    """The report's JSON at ``path`` and its Markdown beside it."""
+def write_report(path: Path, report: dict, render=None) -> None:
+    """The report's JSON at ``path`` and its Markdown (``render``, default ``report_markdown``)
+    beside it."""
     text = json.dumps(report, indent=2)
     schema.atomic_write_text(path, text)
     # Rendered from the JSON as written (string keys, as a reader of it sees them).
-    schema.atomic_write_text(path.with_suffix(".md"), report_markdown(json.loads(text)))
+    schema.atomic_write_text(path.with_suffix(".md"), (render or report_markdown)(json.loads(text)))
 
 
 def _as_eval(name: str, rec: dict, users: np.ndarray) -> EvalResult:

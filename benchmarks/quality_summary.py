@@ -14,7 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
+
+# The report's own Markdown and file helpers, so both kinds of table read and are written alike.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import _pct, _table, write_report  # noqa: E402
 
 REPORTS = Path("benchmarks/results/quality")
 OUT = Path("benchmarks/results/quality_summary.json")
@@ -173,40 +178,41 @@ def summary_markdown(summary: dict) -> str:
         "verdict",
         "report",
     ]
-    lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    rows = []
     for r in summary["rows"]:
         n = len(r["seeds"])
         v = r["verdict"]
-        cells = [
-            f"{r['dataset']} / {r['protocol']} / {r['student']}",
-            r["variant"],
-            _profiles(r),
-            str(n),
-            f"{r['baseline_ndcg@10']:.4f} → {r['ndcg@10']:.4f}",
-            f"{100 * r['rel_change']:+.1f}%",
-            f"{_p(r['p_users_t'])} / {_p(r['p_users_wilcoxon'])}",
-            f"{r['seeds_above']} of {n}",
-            _p(r["p_seeds_t"]),
-            f"**{v}**" if v in (GAIN, HARM) else v,
-            ", ".join([r["report"], *r["also_in"]]),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
+        rows.append(
+            [
+                f"{r['dataset']} / {r['protocol']} / {r['student']}",
+                r["variant"],
+                _profiles(r),
+                str(n),
+                f"{r['baseline_ndcg@10']:.4f} → {r['ndcg@10']:.4f}",
+                _pct(r["rel_change"]),
+                f"{_p(r['p_users_t'])} / {_p(r['p_users_wilcoxon'])}",
+                f"{r['seeds_above']} of {n}",
+                _p(r["p_seeds_t"]),
+                f"**{v}**" if v in (GAIN, HARM) else v,
+                ", ".join([r["report"], *r["also_in"]]),
+            ]
+        )
+    caption = (
         f"Verdict: **gain** / **harm** when the paired t-test over test users gives p < {ALPHA} "
         "and every seed's mean NDCG@10 is on the same side of its own seed's baseline; "
         "full ranking, seen items kept. Report: the block of that name below "
-        "(`benchmarks/results/quality/<report>.json`), where the commands are.",
-    ]
+        "(`benchmarks/results/quality/<report>.json`), where the commands are."
+    )
     if summary["without_seed_tables"]:
-        lines[-1] += (
+        caption += (
             " Not listed, having no variant compared seed by seed with a baseline: "
             + ", ".join(f"`{n}`" for n in summary["without_seed_tables"])
             + "."
         )
+    parts = [head, _table(cols, rows, caption)]
     if summary["references"]:
-        lines += ["", references_markdown(summary["references"])]
-    return "\n".join(lines) + "\n"
+        parts.append(references_markdown(summary["references"]))
+    return "\n\n".join(parts) + "\n"
 
 
 def references_markdown(refs: list[dict]) -> str:
@@ -219,33 +225,27 @@ def references_markdown(refs: list[dict]) -> str:
         "most-popular NDCG@10 (all test users)",
         "report",
     ]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    rows = []
     for r in refs:
         pop = r["most_popular_ndcg@10"]
-        cells = [
-            f"{r['dataset']} / {r['protocol']}",
-            r["source"],
-            r["profile_model"],
-            f"{r['profiled_test_users']:,} of {r['test_users']:,}",
-            f"{r['profile_only_ndcg@10']:.4f}",
-            "-" if pop is None else f"{pop:.4f}",
-            ", ".join([r["report"], *r["also_in"]]),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
+        rows.append(
+            [
+                f"{r['dataset']} / {r['protocol']}",
+                r["source"],
+                r["profile_model"],
+                f"{r['profiled_test_users']:,} of {r['test_users']:,}",
+                f"{r['profile_only_ndcg@10']:.4f}",
+                "-" if pop is None else f"{pop:.4f}",
+                ", ".join([r["report"], *r["also_in"]]),
+            ]
+        )
+    return _table(
+        cols,
+        rows,
         "What a profile carries on its own: the profile-only recommender ranks items by the cosine "
         "between the user's profile embedding and the item-text embeddings (same embedder, same "
         "metric code), scored on the test users the source profiled.",
-    ]
-    return "\n".join(lines)
-
-
-def write_summary(summary: dict, path: Path) -> None:
-    from ucd import schema
-
-    schema.atomic_write_text(path, json.dumps(summary, indent=2))
-    schema.atomic_write_text(path.with_suffix(".md"), summary_markdown(summary))
+    )
 
 
 def main() -> None:
@@ -258,7 +258,7 @@ def main() -> None:
         raise SystemExit(
             f"{args.reports}: no report with per-seed tables (*.json from benchmarks/quality.py)"
         )
-    write_summary(summary, args.out)
+    write_report(args.out, summary, summary_markdown)
     print(summary_markdown(summary))
     print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
 
