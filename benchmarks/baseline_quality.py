@@ -19,13 +19,13 @@ import json
 import time
 from pathlib import Path
 
-from ucd.artifact import load_student
 from ucd.config import build_config, default_data_dir, default_home
 from ucd.data.prepare import prepare_named
-from ucd.pipelines.evaluate import evaluate_model, evaluate_most_popular
-from ucd.pipelines.train import run_training
-from ucd.seqdata import SequenceData
-from ucd.training import TrainConfig
+from ucd.data.tensors import SequenceData
+from ucd.evaluate.offline import evaluate_model, evaluate_most_popular
+from ucd.pipelines.train_job import run_training
+from ucd.train.config import TrainConfig
+from ucd.train.model_dir import load_student
 
 SETTINGS = {"kept": False, "removed": True}
 

@@ -4,7 +4,7 @@ Prints a table and writes JSON.
 
 It checks the CUDA path of the model, loss, distillation and evaluation code on a GPU machine
 where Ray cannot be installed (only torch's own stack is there); on a cluster the same
-``train_epoch``/``evaluate`` run inside Ray Train workers (``ucd.pipelines.train``).
+``train_epoch``/``evaluate`` run inside Ray Train workers (``ucd.pipelines.train_job``).
 
     python benchmarks/device_train.py --data <prepared dataset> \
         --config configs/train/ml-100k-sasrec-distill.yaml [--profiles P] \
@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 from ucd.config import build_config
-from ucd.pipelines.evaluate import evaluate_most_popular
-from ucd.seqdata import ProfileTable, SequenceData
-from ucd.training import StudentWithHead, TrainConfig, evaluate, make_optimizer, train_epoch
+from ucd.data.tensors import ProfileTable, SequenceData
+from ucd.evaluate.offline import evaluate_most_popular
+from ucd.train.config import TrainConfig
+from ucd.train.epoch import StudentWithHead, evaluate, make_optimizer, train_epoch
 
 
 def random_profiles(n_users: int, dim: int = 384) -> ProfileTable:

@@ -49,8 +49,8 @@ def _cfg(args):
 
 def part_prompts(args) -> dict:
     """Token ids of every user's request, exactly as the pipeline builds them."""
-    from ucd.llm.prepare import resolve_model
-    from ucd.pipelines.profile import select_users
+    from ucd.llm.prepare import resolve_llm_path
+    from ucd.pipelines.profile_job import select_users
     from ucd.profiles.chunking import Budget
     from ucd.profiles.history import load_prepared
     from ucd.profiles.prompts import templates
@@ -59,7 +59,7 @@ def part_prompts(args) -> dict:
     cfg = _cfg(args)
     prepared = load_prepared(args.data)
     domain = prepared.domain if cfg.prompt.domain == "auto" else cfg.prompt.domain
-    model = resolve_model(cfg.llm.model)
+    model = resolve_llm_path(cfg.llm.model)
     rb = RequestBuilder(
         model,
         prepared.item_text,
@@ -119,7 +119,7 @@ def part_bare(args) -> dict:
 
 
 def part_pipeline(args, backend: str) -> dict:
-    from ucd.pipelines.profile import run_profile_job
+    from ucd.pipelines.profile_job import run_profile_job
     from ucd.profiles.config import load_profile_config
 
     cfg = load_profile_config(

@@ -41,9 +41,10 @@ from ucd import schema
 from ucd.config import build_config, default_data_dir
 from ucd.data.prepare import prepare_named
 from ucd.data.splits import SplitConfig
+from ucd.data.tensors import ProfileTable, SequenceData
 from ucd.errors import DataError
-from ucd.metrics import paired_test
-from ucd.pipelines.evaluate import (
+from ucd.evaluate.metrics import paired_test
+from ucd.evaluate.offline import (
     EvalResult,
     compare,
     evaluate_most_popular,
@@ -51,8 +52,7 @@ from ucd.pipelines.evaluate import (
     format_comparison,
     per_user_mean,
 )
-from ucd.seqdata import ProfileTable, SequenceData
-from ucd.training import TrainConfig
+from ucd.train.config import TrainConfig
 
 ABLATIONS: dict[str, list[str]] = {
     "distance=mse": ["distill.distance=mse"],
@@ -203,7 +203,7 @@ def template_embeddings(prepared: Path, out: Path) -> Path:
     path = out / "profile_embeddings.parquet"
     if path.exists():
         return path
-    from ucd.reference import write_template_embeddings
+    from ucd.evaluate.references import write_template_embeddings
 
     return write_template_embeddings(prepared, path)
 
@@ -237,7 +237,7 @@ def shared_overrides(bench: dict, prepared: Path) -> list[str]:
 
 def record_path(cfg: TrainConfig, cache: Path) -> Path:
     """Where the run record of ``cfg`` is cached."""
-    from ucd.pipelines.train import train_key
+    from ucd.pipelines.train_job import train_key
 
     # min_epochs joins the key only when set, so records made before it existed keep theirs.
     key = _key(train_key(cfg), cfg.epochs, cfg.patience, *([cfg.min_epochs] if cfg.min_epochs else []))
@@ -245,7 +245,7 @@ def record_path(cfg: TrainConfig, cache: Path) -> Path:
 
 
 def train_cached(cfg: TrainConfig, cache: Path, label: str, log=print) -> dict:
-    from ucd.pipelines.train import profiles_id, run_training
+    from ucd.pipelines.train_job import profiles_id, run_training
 
     path = record_path(cfg, cache)
     # The key names the profiles' folder only; which profiles it holds now is checked apart,

@@ -43,9 +43,9 @@ def percentiles(lat_s: list[float]) -> dict[str, float]:
 
 
 def untrained_model(data: Path, out: Path) -> Path:
-    from ucd.artifact import save_student
+    from ucd.data.tensors import SequenceData
     from ucd.models import StudentConfig, build_student
-    from ucd.seqdata import SequenceData
+    from ucd.train.model_dir import save_student
 
     shape = load_yaml(ROOT / "configs/train/ml-100k-sasrec.yaml")["model"]
     seq = SequenceData.load(data)
@@ -180,7 +180,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from ucd.commands.serve import serve_app_module
+    from ucd.cli.serve_cli import serve_app_module
 
     serve_app = serve_app_module()
     with socket.socket() as s:

@@ -25,8 +25,9 @@ import torch
 from ucd import schema
 from ucd.config import default_data_dir
 from ucd.data.prepare import prepare_named
-from ucd.seqdata import ProfileTable, SequenceData
-from ucd.training import StudentWithHead, TrainConfig, make_optimizer, train_epoch
+from ucd.data.tensors import ProfileTable, SequenceData
+from ucd.train.config import TrainConfig
+from ucd.train.epoch import StudentWithHead, make_optimizer, train_epoch
 
 MODEL = {"kind": "sasrec", "max_len": 50, "hidden": 64, "n_blocks": 2, "n_heads": 1, "dropout": 0.2}
 DISTILL = {"enabled": True, "layer": 2, "pooling": "mean", "distance": "cosine", "alpha": 0.4, "epochs": 1000}
@@ -83,7 +84,7 @@ def single_process(cfg: TrainConfig, data: SequenceData, epochs: int) -> float:
 
 
 def ray_train(cfg: TrainConfig, workers: int, tmp: Path) -> float:
-    from ucd.pipelines.train import run_training
+    from ucd.pipelines.train_job import run_training
 
     cfg = cfg.model_copy(
         update={

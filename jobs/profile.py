@@ -22,7 +22,7 @@ sys.path.insert(0, str(_HERE.parent))
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ucd.errors import UcdError
-    from ucd.pipelines.profile import run_profile_job
+    from ucd.pipelines.profile_job import run_profile_job
     from ucd.profiles.config import load_profile_config
 
     ap = argparse.ArgumentParser(description=__doc__)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from ucd.artifact import save_student
+from ucd.data.tensors import SequenceData
 from ucd.models import StudentConfig, build_loss, build_student, next_item_labels
-from ucd.seqdata import SequenceData
+from ucd.train.model_dir import save_student
 
 
 def train_tiny(data_dir: Path, out: Path, seed: int, epochs: int = 2, max_len: int = 30) -> Path:

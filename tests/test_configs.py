@@ -8,21 +8,39 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ucd.config import build_config
+from ucd.config import build_config, find_config, shipped_configs
 from ucd.errors import ConfigError
-from ucd.training import TrainConfig
+from ucd.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+MODEL_CONFIGS = [n for n in shipped_configs("train") if n != "gpu-cluster"]
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "train").glob("*.yaml")), ids=lambda p: p.name)
-def test_train_configs_validate(path):
-    cfg = build_config(TrainConfig, path)
-    if "distill" in path.name:
-        assert cfg.distill.enabled
-        cfg.distill.block_index(cfg.model.n_blocks)  # k within the student's blocks
-    else:
-        assert not cfg.distill.enabled
+@pytest.mark.parametrize("name", MODEL_CONFIGS)
+def test_shipped_model_configs_validate_with_distillation_off_until_switched_on(name):
+    cfg = build_config(TrainConfig, find_config("train", name))
+    assert not cfg.distill.enabled
+    on = build_config(TrainConfig, find_config("train", name), ["distill.enabled=true"])
+    on.distill.block_index(on.model.n_blocks)  # k within the student's blocks
+
+
+def test_the_cluster_overlay_composes_over_a_model_config():
+    cfg = build_config(
+        TrainConfig, [find_config("train", "beauty-sasrec-paper"), find_config("train", "gpu-cluster")]
+    )
+    assert cfg.model.hidden == 128 and cfg.ray.use_gpu and cfg.ray.num_workers == 4
+
+
+def test_a_config_path_wins_over_a_shipped_name_and_a_wrong_name_lists_the_shipped_ones(
+    tmp_path, monkeypatch
+):
+    own = tmp_path / "ml-100k-sasrec.yaml"
+    own.write_text("epochs: 3\n")
+    monkeypatch.chdir(tmp_path)
+    assert find_config("train", "ml-100k-sasrec.yaml") == own.relative_to(tmp_path)
+    assert find_config("train", "ml-100k-sasrec").parent.name == "train"  # no such file here: the shipped one
+    with pytest.raises(ConfigError, match=r"nope: no such file.*ml-100k-sasrec"):
+        find_config("train", "nope")
 
 
 def test_unknown_key_names_its_path(tmp_path):

@@ -8,7 +8,9 @@ import math
 import pytest
 import torch
 
-from ucd.distill import (
+from ucd.errors import ConfigError
+from ucd.models import FullCrossEntropy, StudentConfig, build_student, next_item_labels
+from ucd.models.distill import (
     AttentionPool,
     DistillConfig,
     DistillHead,
@@ -19,8 +21,6 @@ from ucd.distill import (
     combine_losses,
     variance_hinge,
 )
-from ucd.errors import ConfigError
-from ucd.models import FullCrossEntropy, StudentConfig, build_student, next_item_labels
 
 
 @pytest.fixture(autouse=True)
@@ -131,7 +131,10 @@ def test_users_without_profile_contribute_nothing(cfg):
     h2 = torch.where(has[:, None, None], h.detach(), torch.randn_like(h))
     prof2 = torch.where(has[:, None], prof, torch.full_like(prof, float("nan")))
     torch.testing.assert_close(head(h2, valid, prof2, has), loss.detach())
-    torch.testing.assert_close(head(h[has], valid[has], prof[has], has[has]), loss)
+    # The profiled rows alone are a fully covered batch: weighted by coverage, the mixed batch's
+    # term is that one times its profiled share.
+    share = has.float().mean() if cfg.weight_by_coverage else 1.0
+    torch.testing.assert_close(head(h[has], valid[has], prof[has], has[has]) * share, loss)
 
 
 def test_single_profiled_user_is_finite():
@@ -149,6 +152,7 @@ def test_weight_by_coverage_gives_each_profiled_user_its_full_coverage_pull(cfg)
     """Plain mean: a profiled user's gradient grows as fewer users of the batch have a profile.
     Weighted by the profiled share, it is what the user gets at full coverage."""
     weighted = cfg.model_copy(update={"weight_by_coverage": True})
+    cfg = cfg.model_copy(update={"weight_by_coverage": False})
     h, valid, prof = head_inputs()
     has = torch.tensor([True, False, True, False, False, False])
 
@@ -167,17 +171,6 @@ def test_weight_by_coverage_gives_each_profiled_user_its_full_coverage_pull(cfg)
     assert scaled_grad[~has].abs().max() == 0
     everyone = torch.ones(6, dtype=torch.bool)
     torch.testing.assert_close(run(weighted, everyone)[0], run(cfg, everyone)[0])
-
-
-def test_a_run_with_weight_by_coverage_does_not_resume_one_without():
-    # That runs recorded before the setting keep their keys is checked on the committed
-    # benchmark records (tests/test_quality_grid.py).
-    from ucd.pipelines.train import train_key
-    from ucd.training import TrainConfig
-
-    cfg = TrainConfig(data="d", distill=DistillConfig(enabled=True))
-    on = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"weight_by_coverage": True})})
-    assert train_key(cfg) != train_key(on)
 
 
 def tiny_student(n_blocks=3):

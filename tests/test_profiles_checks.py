@@ -246,19 +246,17 @@ def test_openai_backend_retries_and_reports_length(monkeypatch):
 
 
 def test_shipped_profile_configs_and_placement():
-    from pathlib import Path
 
     from ucd.llm.backends import vllm_processor_kwargs
     from ucd.profiles.config import load_profile_config
 
-    root = Path(__file__).resolve().parent.parent / "configs" / "profile"
-    cpu = load_profile_config(root / "cpu.yaml")
+    cpu = load_profile_config("cpu")
     kw = vllm_processor_kwargs(cpu.llm, "/m")
     # Without a CPU-only bundle the vLLM stage would wait for a GPU forever.
     assert kw["placement_group_config"] == {"bundles": [{"CPU": 1.0}], "strategy": "PACK"}
     assert kw["accelerator_type"] is None and kw["chat_template_stage"] is False
     assert kw["engine_kwargs"]["max_model_len"] == cpu.llm.max_model_len
-    gpu = load_profile_config(root / "gpu.yaml")
+    gpu = load_profile_config("gpu")
     kw = vllm_processor_kwargs(gpu.llm, gpu.llm.model)
     assert kw["placement_group_config"]["bundle_per_worker"]["GPU"] == 1
     assert kw["accelerator_type"] == gpu.llm.accelerator_type and kw["concurrency"] == gpu.llm.concurrency

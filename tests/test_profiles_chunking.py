@@ -145,7 +145,7 @@ def test_models_prepare_is_idempotent(model_path, capsys):
 
     from profile_helpers import MODEL_CACHE
 
-    from ucd.commands.profile import register
+    from ucd.cli.profile_cli import register
 
     t = time.perf_counter()
     import argparse

@@ -245,7 +245,7 @@ def test_ray_job_submit_runs_the_profile_job(ml100k_loo, tmp_path):
             *submit,
             "jobs/train.py",
             "--config",
-            "configs/train/ml-100k-sasrec-distill.yaml",
+            "ml-100k-sasrec",
             "--data",
             str(ml100k_loo),
             "--profiles",

@@ -19,7 +19,7 @@ from profile_helpers import smollm2, tiny_prepared
 
 from ucd.errors import DataError
 from ucd.llm.backends import RESULT_SCHEMA
-from ucd.pipelines.profile import run_profile_job, share_rows
+from ucd.pipelines.profile_job import run_profile_job, share_rows
 from ucd.profiles.config import load_profile_config
 from ucd.schema import PROFILES, read_meta, read_table
 
@@ -208,7 +208,7 @@ def test_user_share_is_seeded_nested_and_grows_by_resuming(ray_local, model_path
 _KILL_SCRIPT = """
 import signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
-from ucd.pipelines.profile import run_profile_job
+from ucd.pipelines.profile_job import run_profile_job
 from ucd.profiles.config import load_profile_config
 cfg = load_profile_config(None, sys.argv[3:])
 run_profile_job(cfg, sys.argv[1], sys.argv[2])
@@ -319,7 +319,7 @@ def test_stop_midway_flushes_every_answer_received(ray_local, model_path, ml100k
 
 
 def test_results_received_before_an_interrupt_reach_a_shard(tmp_path):
-    from ucd.pipelines.profile import _drain
+    from ucd.pipelines.profile_job import _drain
     from ucd.profiles.progress import Progress
     from ucd.profiles.store import SHARD_SCHEMA, ShardStore, ShardWriter
 

@@ -8,7 +8,7 @@ import pytest
 import ray
 from profile_helpers import smollm2
 
-from ucd.pipelines.profile import run_profile_job
+from ucd.pipelines.profile_job import run_profile_job
 from ucd.profiles.config import load_profile_config
 from ucd.schema import PROFILES, profile_embeddings_schema, read_meta, read_table
 

@@ -405,7 +405,7 @@ def test_cached_distilled_run_is_trained_again_when_its_profiles_change(quality,
             history=hist, best_epoch=1, test={"test_ndcg@10": 0.1}, per_user={"ndcg@10": np.zeros(2)}
         )
 
-    import ucd.pipelines.train as train_mod
+    import ucd.pipelines.train_job as train_mod
 
     monkeypatch.setattr(train_mod, "run_training", fake_run_training)
     cfg = quality.build_config(
@@ -463,7 +463,7 @@ def test_a_run_record_is_replaced_whole_or_left_as_it_was(tmp_path, monkeypatch)
 
 
 def test_an_unreadable_run_record_is_named_not_trained_over(quality, tmp_path, monkeypatch):
-    import ucd.pipelines.train as train_mod
+    import ucd.pipelines.train_job as train_mod
 
     monkeypatch.setattr(train_mod, "run_training", lambda cfg: pytest.fail("trained over a record"))
     cfg = quality.build_config(

@@ -40,13 +40,13 @@ def test_distilled_stage_trains_again_when_the_profile_stage_rewrote_its_profile
             model_dir=out, run_id=None, model_version=None, best_epoch=0, history=hist, test={}
         )
 
-    import ucd.pipelines.train as train_mod
+    import ucd.pipelines.train_job as train_mod
 
     monkeypatch.setattr(train_mod, "run_training", fake_run_training)
     emb = tmp_path / "profiles" / "profile_embeddings.parquet"
     stages = quickstart._Stages(tmp_path / "stages.json")
-    cfg = str(ROOT / "configs/train/ml-100k-sasrec-distill.yaml")
-    over = [f"profiles={emb}", "seed=1"]
+    cfg = "ml-100k-sasrec"
+    over = [f"profiles={emb}", "distill.enabled=true", "seed=1"]
     quiet = lambda *_: None  # noqa: E731
 
     _write_profiles(emb, [1, 2], run="smollm2-run")

@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from ucd.reference import evaluate_profile_only, template_profiles, write_template_embeddings
-from ucd.seqdata import SplitRows
+from ucd.data.tensors import SplitRows
+from ucd.evaluate.references import evaluate_profile_only, template_profiles, write_template_embeddings
 
 
 def test_template_profiles_count_training_history_only(ml100k_loo):
@@ -91,9 +91,9 @@ def test_evaluate_cli_profile_only_reference_on_real_data(ml100k_loo, tmp_path, 
 def test_profile_only_references_of_one_report_embed_the_items_once(ml100k_loo, tmp_path, monkeypatch):
     """A report scores one profile-only reference per profile source on the same items: the
     item texts are embedded once (the real embedder), and the second score equals the first."""
-    import ucd.reference as reference
+    import ucd.evaluate.references as reference
+    from ucd.data.tensors import SequenceData
     from ucd.pipelines import evaluate as ev
-    from ucd.seqdata import SequenceData
 
     calls = []
     real = reference.item_text_embeddings

@@ -22,10 +22,10 @@ import yaml
 from ray import serve
 from serve_helpers import train_tiny
 
-from ucd.artifact import load_student
-from ucd.commands.serve import serve_app_module
+from ucd.cli.serve_cli import serve_app_module
+from ucd.data.tensors import SequenceData, left_pad
 from ucd.errors import DataError
-from ucd.seqdata import SequenceData, left_pad
+from ucd.train.model_dir import load_student
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "ucd-test"
@@ -37,7 +37,7 @@ def models(ml100k_loo, tmp_path_factory):
     """Two tiny real models (different seeds) registered as versions 1 and 2; @production -> 1."""
     import mlflow
 
-    from ucd.tracking import TrackingConfig, log_student_model, run
+    from ucd.tracking.runs import TrackingConfig, log_student_model, run
 
     tmp = tmp_path_factory.mktemp("serve")
     uri = f"sqlite:///{tmp}/mlflow.db"

@@ -7,10 +7,11 @@ import pytest
 import ray
 import torch
 
-from ucd.pipelines.evaluate import evaluate_most_popular
-from ucd.pipelines.train import run_training
-from ucd.seqdata import SequenceData
-from ucd.training import TrainConfig, epoch_order
+from ucd.data.tensors import SequenceData
+from ucd.evaluate.offline import evaluate_most_popular
+from ucd.pipelines.train_job import run_training
+from ucd.train.config import TrainConfig
+from ucd.train.epoch import epoch_order
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +89,15 @@ def test_mlflow_round_trip_same_top10(trained, ml100k_loo):
     import mlflow
 
     tmp, res = trained
-    from ucd.artifact import load_student, resolve_model
+    from ucd.train.model_dir import load_student, resolve_model_dir
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
     assert res.model_version is not None
     uri = "models:/ucd-student@candidate"
-    reloaded = load_student(resolve_model(uri))
+    reloaded = load_student(resolve_model_dir(uri))
     in_memory = load_student(res.model_dir)
     data = SequenceData.load(ml100k_loo)
-    from ucd.seqdata import left_pad
+    from ucd.data.tensors import left_pad
 
     x = torch.from_numpy(left_pad(data.test.histories[:64], 50))
     with torch.no_grad():
@@ -195,7 +196,7 @@ def test_select_from_epoch_keeps_no_earlier_weights_and_holds_stopping_back(ray_
 def test_select_from_epoch_is_checked_against_epochs_and_joins_the_run_key():
     from pydantic import ValidationError
 
-    from ucd.pipelines.train import train_key
+    from ucd.pipelines.train_job import train_key
 
     with pytest.raises(ValidationError, match="select_from_epoch"):
         TrainConfig(data="d", epochs=10, select_from_epoch=10)

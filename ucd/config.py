@@ -87,21 +87,46 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+DEFAULTS = Path(__file__).resolve().parent / "defaults"
+
+
+def shipped_configs(kind: str) -> list[str]:
+    """Names of the configs that ship with the package for ``kind`` (``train``, ``profile``)."""
+    return sorted(p.stem for p in (DEFAULTS / kind).glob("*.yaml"))
+
+
+def find_config(kind: str, ref: str | Path) -> Path:
+    """A config by path, or by the name of one that ships with the package (``ml-100k-sasrec``).
+
+    A path that exists wins, so a user's own ``beauty-sasrec.yaml`` is never shadowed.
+    """
+    path = Path(ref)
+    if path.is_file():
+        return path
+    shipped = DEFAULTS / kind / f"{path.name.removesuffix('.yaml')}.yaml"
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    names = ", ".join(shipped_configs(kind))
+    raise ConfigError(f"{ref}: no such file, and no shipped {kind} config of that name (shipped: {names})")
+
+
 def build_config(
     cls: type[T],
-    path: str | Path | None = None,
+    path: str | Path | list[str | Path] | None = None,
     overrides: list[str] | None = None,
     base: dict[str, Any] | None = None,
 ) -> T:
-    """``base`` (defaults from code) <- YAML file <- CLI overrides, validated as ``cls``."""
+    """``base`` (defaults from code) <- YAML file(s), later ones over earlier ones <- CLI
+    overrides, validated as ``cls``."""
+    paths = [] if path is None else path if isinstance(path, list) else [path]
     data: dict[str, Any] = dict(base or {})
-    if path is not None:
-        data = deep_merge(data, load_yaml(path))
+    for p in paths:
+        data = deep_merge(data, load_yaml(p))
     data = apply_overrides(data, overrides)
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        where = f" in {path}" if path else ""
+        where = f" in {', '.join(map(str, paths))}" if paths else ""
         lines = []
         for err in e.errors():
             loc = ".".join(str(x) for x in err["loc"]) or "<root>"

@@ -28,10 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from pydantic import model_validator as _model_validator
 
 from ucd import schema
-from ucd.artifact import ITEMS_FILE, LoadedStudent, load_student, resolve_model
 from ucd.config import Strict
+from ucd.data.tensors import left_pad
 from ucd.errors import ConfigError, DataError
-from ucd.seqdata import left_pad
+from ucd.train.model_dir import ITEMS_FILE, LoadedStudent, load_student, resolve_model_dir
 
 MAX_K = 1000
 TOKEN_ENV = "UCD_SERVE_TOKEN"
@@ -93,7 +93,7 @@ class ServeConfig(Strict):
         return self.max_ongoing_requests or 2 * self.max_batch_size
 
     def resolved_tracking_uri(self) -> str:
-        from ucd.tracking import TrackingConfig
+        from ucd.tracking.runs import TrackingConfig
 
         return TrackingConfig(uri=self.tracking_uri).resolved_uri()
 
@@ -431,10 +431,10 @@ def locate_model(uri: str, tracking_uri: str = "") -> tuple[Path, dict[str, Any]
             ) from e
         pinned = f"models:/{name}/{mv.version}"
         info = {"resolved_uri": pinned, "name": name, "version": str(mv.version), "run_id": mv.run_id}
-        return resolve_model(pinned), info
+        return resolve_model_dir(pinned), info
     if uri.startswith("runs:/"):
         info["run_id"] = uri.removeprefix("runs:/").split("/", 1)[0]
-    return resolve_model(uri), info
+    return resolve_model_dir(uri), info
 
 
 def check_model(uri: str, tracking_uri: str = "") -> None:
@@ -444,7 +444,7 @@ def check_model(uri: str, tracking_uri: str = "") -> None:
     """
     p = Path(uri)
     if p.exists():
-        from ucd.artifact import META_FILE, MODEL_FILE
+        from ucd.train.model_dir import META_FILE, MODEL_FILE
 
         missing = [f for f in (MODEL_FILE, META_FILE, ITEMS_FILE) if not (p / f).exists()]
         if missing:

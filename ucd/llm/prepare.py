@@ -185,7 +185,7 @@ def prepare_smollm2(home: Path | None = None, dtype: str = "float32", force: boo
     return prepare_packaged(SMOLLM2, home, dtype, force)
 
 
-def resolve_model(ref: str, home: Path | None = None) -> str:
+def resolve_llm_path(ref: str, home: Path | None = None) -> str:
     """Alias -> converted local folder (prepared on first use); a path or hub id unchanged."""
     if ref in ALIASES:
         return str(prepare_packaged(ref, home))

@@ -17,22 +17,19 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ucd.config import Strict, build_config
+from ucd.config import Strict, build_config, find_config
 from ucd.data.prepare import prepare_named
 from ucd.errors import DataError
 from ucd.schema import atomic_write_text
-from ucd.tracking import TrackingConfig
-
-ROOT = Path(__file__).resolve().parent.parent.parent
+from ucd.tracking.runs import TrackingConfig
 
 
 class QuickstartConfig(Strict):
     dataset: str = "ml-100k"
     out: str = "out/quickstart"
-    profile_config: str = str(ROOT / "configs" / "profile" / "cpu.yaml")
+    profile_config: str = "cpu"
     profile_overrides: list[str] = Field(default_factory=list)
-    baseline_config: str = str(ROOT / "configs" / "train" / "ml-100k-sasrec.yaml")
-    distill_config: str = str(ROOT / "configs" / "train" / "ml-100k-sasrec-distill.yaml")
+    train_config: str = "ml-100k-sasrec"
     train_overrides: list[str] = Field(default_factory=list)
     seed: int = 42
     serve: bool = True
@@ -62,10 +59,10 @@ def _banner(log, text: str) -> None:
 
 
 def _train(stage: str, cfg_path: str, overrides: list[str], stages: _Stages, log):
-    from ucd.pipelines.train import profiles_id, run_training, train_key
-    from ucd.training import TrainConfig
+    from ucd.pipelines.train_job import profiles_id, run_training, train_key
+    from ucd.train.config import TrainConfig
 
-    cfg = build_config(TrainConfig, cfg_path, overrides)
+    cfg = build_config(TrainConfig, find_config("train", cfg_path), overrides)
     key = train_key(cfg) + f"-{cfg.epochs}-{cfg.patience}"
     if pid := profiles_id(cfg):  # the profile stage rewrites its folder when its settings change
         key += f"-{pid}"
@@ -123,7 +120,7 @@ def run_quickstart(cfg: QuickstartConfig, data_dir: Path | None = None, log=prin
     timings["prepare"] = time.perf_counter() - t
 
     _banner(log, "2/6 LLM profiles and embeddings (Ray Data + vLLM)")
-    from ucd.pipelines.profile import run_profile_job
+    from ucd.pipelines.profile_job import run_profile_job
     from ucd.profiles.config import load_profile_config
 
     t = time.perf_counter()
@@ -144,23 +141,28 @@ def run_quickstart(cfg: QuickstartConfig, data_dir: Path | None = None, log=prin
     t = time.perf_counter()
     base = _train(
         "baseline",
-        cfg.baseline_config,
-        [*common, "registry.enabled=false", f"output={out / 'models' / 'baseline'}"],
+        cfg.train_config,
+        [*common, "distill.enabled=false", "registry.enabled=false", f"output={out / 'models' / 'baseline'}"],
         stages,
         log,
     )
     dist = _train(
         "distilled",
-        cfg.distill_config,
-        [*common, f"profiles={prof.embeddings}", f"output={out / 'models' / 'distilled'}"],
+        cfg.train_config,
+        [
+            *common,
+            "distill.enabled=true",
+            f"profiles={prof.embeddings}",
+            f"output={out / 'models' / 'distilled'}",
+        ],
         stages,
         log,
     )
     timings["train"] = time.perf_counter() - t
 
     _banner(log, "4/6 evaluate on the test users")
-    from ucd.pipelines.evaluate import compare, evaluate_model, evaluate_most_popular, format_comparison
-    from ucd.seqdata import SequenceData
+    from ucd.data.tensors import SequenceData
+    from ucd.evaluate.offline import compare, evaluate_model, evaluate_most_popular, format_comparison
 
     data = SequenceData.load(prepared)
     report = compare(
@@ -177,7 +179,7 @@ def run_quickstart(cfg: QuickstartConfig, data_dir: Path | None = None, log=prin
     plot = _plot(base, dist, out / "val_ndcg.png")
 
     _banner(log, "5/6 register and promote the distilled model (MLflow)")
-    from ucd import tracking
+    from ucd.tracking import runs as tracking
 
     mlflow = tracking.setup(cfg.tracking)
     with mlflow.start_run(run_id=dist["run_id"]):
@@ -222,7 +224,7 @@ def _serve_once(cfg: QuickstartConfig, prepared: Path, data, log) -> dict:
     import requests
     from ray import serve
 
-    from ucd.commands.serve import connect, serve_app_module
+    from ucd.cli.serve_cli import connect, serve_app_module
     from ucd.serving import ServeConfig
 
     app = serve_app_module()

@@ -1,7 +1,7 @@
 """Typed configuration of the profile job (``ucd profile``, ``jobs/profile.py``).
 
 Defaults are the embedded CPU setting (SmolLM2 on vLLM's CPU build, MiniLM); a cluster run
-changes only values (configs/profile/gpu.yaml), never code.
+changes only values (the shipped ``gpu`` profile config), never code.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ucd.config import Strict, build_config
-from ucd.tracking import TrackingConfig
+from ucd.config import DEFAULTS, Strict, build_config, find_config
+from ucd.tracking.runs import TrackingConfig
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent.parent / "configs" / "profile" / "cpu.yaml"
+DEFAULT_CONFIG = DEFAULTS / "profile" / "cpu.yaml"
 
 
 class PromptConfig(Strict):
@@ -187,11 +187,11 @@ class ProfileJobConfig(Strict):
 def load_profile_config(
     path: str | Path | None = None, overrides: list[str] | None = None
 ) -> ProfileJobConfig:
-    """The given YAML (default: the embedded configs/profile/cpu.yaml) <- ``key=value`` overrides.
+    """The given YAML, by path or shipped name (default: ``cpu``, the embedded CPU setting) <-
+    ``key=value`` overrides.
 
     Keys a YAML leaves out take the code defaults above, not cpu.yaml's, so a cluster config
     never inherits CPU-only settings.
     """
-    if path is None and DEFAULT_CONFIG.exists():
-        path = DEFAULT_CONFIG
+    path = DEFAULT_CONFIG if path is None else find_config("profile", path)
     return build_config(ProfileJobConfig, path, overrides)

@@ -60,7 +60,7 @@ def load_student(folder: str | Path, device: str = "cpu") -> LoadedStudent:
     return LoadedStudent(model, cfg, meta, folder)
 
 
-def resolve_model(uri: str) -> Path:
+def resolve_model_dir(uri: str) -> Path:
     """A local folder, or an MLflow URI (``models:/name@alias``, ``runs:/id/model``) downloaded."""
     p = Path(uri)
     if p.exists():

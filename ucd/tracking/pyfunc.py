@@ -2,7 +2,7 @@
 
 ``predict`` takes a DataFrame with a ``history`` column (lists of internal item ids, oldest
 first) and returns the top-``k`` item ids and scores per row. Serving uses the same folder
-through :func:`ucd.artifact.load_student` directly.
+through :func:`ucd.train.model_dir.load_student` directly.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import torch
 
 class StudentPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from ucd.artifact import load_student
+        from ucd.train.model_dir import load_student
 
         self.loaded = load_student(context.artifacts["student"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from ucd.seqdata import left_pad
+        from ucd.data.tensors import left_pad
 
         k = int((params or {}).get("k", 10))
         cfg = self.loaded.config

@@ -99,7 +99,7 @@ def log_student_model(
     import mlflow
     import torch
 
-    from ucd.pyfunc import StudentPyfunc
+    from ucd.tracking.pyfunc import StudentPyfunc
 
     info = mlflow.pyfunc.log_model(
         name="model",

@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ucd import schema, tracking
+from ucd import schema
 from ucd.config import default_home
 from ucd.data.prepare import load_manifest
-from ucd.seqdata import ProfileTable, SequenceData, profiles_identity
-from ucd.training import (
+from ucd.data.tensors import ProfileTable, SequenceData, profiles_identity
+from ucd.tracking import runs as tracking
+from ucd.train.config import TrainConfig
+from ucd.train.epoch import (
     StudentWithHead,
-    TrainConfig,
     evaluate,
     make_optimizer,
     save_state,
@@ -318,7 +319,7 @@ def run_training(cfg: TrainConfig, log=print, fail_at_epoch: int | None = None) 
                 f"({h['train_seconds']:.1f}s)"
             )
 
-        from ucd.artifact import load_student, save_student
+        from ucd.train.model_dir import load_student, save_student
 
         out = Path(cfg.output) if cfg.output else default_home() / "models" / ray_name
         meta = {

@@ -28,13 +28,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ucd import schema, tracking
+from ucd import schema
 from ucd.config import dump_config
 from ucd.embed.embedder import EmbedBatch, embed_identity
 from ucd.embed.reduce import PCA
 from ucd.errors import ConfigError, DataError
 from ucd.llm import backends
-from ucd.llm.prepare import model_name, resolve_model
+from ucd.llm.prepare import model_name, resolve_llm_path
 from ucd.profiles.checks import FAILED, OK, TRUNCATED, check_table
 from ucd.profiles.chunking import Budget
 from ucd.profiles.config import ProfileJobConfig, RayConfig
@@ -43,6 +43,7 @@ from ucd.profiles.progress import Progress
 from ucd.profiles.prompts import templates
 from ucd.profiles.requests import STATE_SCHEMA, Done, RequestBuilder, settled
 from ucd.profiles.store import ShardStore, ShardWriter
+from ucd.tracking import runs as tracking
 
 # Light stages must not hold a whole CPU: on a 2-core machine the vLLM replica and the
 # embedder already reserve most of it, and a stage that cannot be scheduled stalls the stream.
@@ -524,8 +525,8 @@ def run_profile_job(
     tpl = templates(domain, cfg.prompt.style, cfg.prompt.facts)
     if cfg.llm.backend == "openai" and not cfg.llm.tokenizer:
         raise ConfigError("the openai backend needs llm.tokenizer (a local tokenizer for the prompt budgets)")
-    model_path = resolve_model(cfg.llm.model) if cfg.llm.backend != "openai" else cfg.llm.model
-    tokenizer_path = resolve_model(cfg.llm.tokenizer) if cfg.llm.tokenizer else model_path
+    model_path = resolve_llm_path(cfg.llm.model) if cfg.llm.backend != "openai" else cfg.llm.model
+    tokenizer_path = resolve_llm_path(cfg.llm.tokenizer) if cfg.llm.tokenizer else model_path
     eos_ids = backends.eos_token_ids(tokenizer_path)
     budget = Budget(
         cfg.llm.max_model_len, cfg.sampling.max_tokens, cfg.chunking.max_chunks, cfg.chunking.mode

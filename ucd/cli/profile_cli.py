@@ -7,7 +7,7 @@ import json
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from ucd.pipelines.profile import run_profile_job
+    from ucd.pipelines.profile_job import run_profile_job
     from ucd.profiles.config import load_profile_config
 
     cfg = load_profile_config(args.config, list(args.set or []))
@@ -43,7 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="LLM user profiles and their embeddings (Ray Data + vLLM)")
     p.add_argument("--data", required=True, help="a prepared dataset folder (`ucd data prepare`)")
     p.add_argument("--out", required=True, help="output folder; rerunning into it resumes")
-    p.add_argument("--config", help="YAML (default: configs/profile/cpu.yaml, the embedded CPU setting)")
+    p.add_argument(
+        "--config",
+        help="a shipped profile config by name (cpu, gpu) or a YAML path (default: cpu, the embedded CPU setting)",
+    )
     p.add_argument(
         "--set",
         action="append",

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ucd.artifact import load_student, resolve_model
-from ucd.metrics import RankingEvaluator, compare_runs, paired_test
-from ucd.seqdata import SequenceData, SplitRows, seen_items
-from ucd.training import evaluate
+from ucd.data.tensors import SequenceData, SplitRows, seen_items
+from ucd.evaluate.metrics import RankingEvaluator, compare_runs, paired_test
+from ucd.train.epoch import evaluate
+from ucd.train.model_dir import load_student, resolve_model_dir
 
 
 @dataclass
@@ -46,7 +46,7 @@ def evaluate_model(
     batch_size: int = 512,
     name: str | None = None,
 ) -> EvalResult:
-    loaded = load_student(resolve_model(str(model)))
+    loaded = load_student(resolve_model_dir(str(model)))
     if loaded.config.n_items != data.n_items:
         raise ValueError(
             f"model {model} scores {loaded.config.n_items} items but the dataset has {data.n_items}: "
@@ -77,7 +77,7 @@ def _item_vectors(prepared: str, fingerprint: str, embedder: str) -> np.ndarray:
     # item texts (tens of thousands on Beauty) are embedded once per process, not per source.
     # The fingerprint is in the key so a re-prepared folder at the same path is embedded again.
     from ucd.embed.embedder import Embedder
-    from ucd.reference import item_text_embeddings
+    from ucd.evaluate.references import item_text_embeddings
 
     vecs = item_text_embeddings(prepared, Embedder(embedder))
     vecs.flags.writeable = False
@@ -95,9 +95,9 @@ def evaluate_profile_only_reference(
     """Items ranked by cosine between each user's profile vector and the items' text vectors,
     the latter embedded by the embedder the profile table records (``embed_model``)."""
     from ucd import schema
+    from ucd.data.tensors import ProfileTable
     from ucd.errors import DataError
-    from ucd.reference import evaluate_profile_only
-    from ucd.seqdata import ProfileTable
+    from ucd.evaluate.references import evaluate_profile_only
 
     path = schema.profile_embeddings_file(profiles)
     meta = schema.read_meta(path)

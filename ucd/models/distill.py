@@ -48,7 +48,8 @@ how many there are: with 2% of users profiled, the 2-3 profiled users of a 128-u
 carry the whole alpha = 0.4 share, about 50 times the pull each user gets at full coverage,
 and their noise reaches every user through the shared weights. ``weight_by_coverage``
 multiplies the term by the batch's profiled share, so each profiled user pulls as hard as at
-full coverage. Off by default: every run recorded before it existed used the plain mean.
+full coverage. On by default: identical at full coverage, and at partial coverage it removed the
+harm the plain mean did (docs/design.md, "Partial coverage").
 
 ``DistillConfig.paper()`` returns the literal configuration (``beta_max=None``,
 ``target_norm="none"``, ``variance_weight=0``, MSE, mean pooling) to reproduce the collapse.
@@ -159,7 +160,7 @@ class DistillConfig(BaseModel):
     variance_weight: float = Field(1.0, ge=0.0)
     temperature: float = Field(0.1, gt=0.0)
     weight_by_coverage: bool = Field(
-        False,
+        True,
         description="scale L_distill by the batch's share of profiled users (partial coverage)",
     )
 
@@ -176,6 +177,7 @@ class DistillConfig(BaseModel):
             "project": "profile",
             "target_norm": "none",
             "variance_weight": 0.0,
+            "weight_by_coverage": False,  # the paper averages over the profiled users
         }
         return cls(**{**literal, **overrides})
 

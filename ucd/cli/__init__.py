@@ -1,4 +1,4 @@
-"""The ``ucd`` command. Sub-commands live in :mod:`ucd.commands`, one module each."""
+"""The ``ucd`` command. Each sub-command lives in ``ucd/cli/<name>_cli.py``, which exposes ``register(subparsers)``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ucd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"ucd.commands.{name}").register(sub)
+        importlib.import_module(f"ucd.cli.{name}_cli").register(sub)
     return parser
 
 

@@ -8,15 +8,17 @@ from pathlib import Path
 
 
 def load_train_config(args: argparse.Namespace):
-    from ucd.config import build_config
-    from ucd.training import TrainConfig
+    from ucd.config import build_config, find_config
+    from ucd.train.config import TrainConfig
 
     overrides = list(args.set or [])
     if args.data:
         overrides.append(f"data={args.data}")
     if getattr(args, "profiles", None):
-        overrides.append(f"profiles={args.profiles}")
-    cfg = build_config(TrainConfig, args.config, overrides)
+        # Profiles given on the command line switch distillation on: the one key that does.
+        overrides += [f"profiles={args.profiles}", "distill.enabled=true"]
+    paths = [find_config("train", c) for c in args.config or []]
+    cfg = build_config(TrainConfig, paths, overrides)
     if not cfg.data:
         from ucd.errors import ConfigError
 
@@ -25,7 +27,7 @@ def load_train_config(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ucd.pipelines.train import run_training
+    from ucd.pipelines.train_job import run_training
 
     res = run_training(load_train_config(args))
     print(
@@ -53,14 +55,14 @@ def _profile_only_specs(specs: list[str] | None) -> list[tuple[str, str]]:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ucd.pipelines.evaluate import (
+    from ucd.data.tensors import SequenceData
+    from ucd.evaluate.offline import (
         compare,
         evaluate_model,
         evaluate_most_popular,
         evaluate_profile_only_reference,
         format_comparison,
     )
-    from ucd.seqdata import SequenceData
 
     data = SequenceData.load(args.data)
     if args.compare:
@@ -109,7 +111,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from ucd.tracking import TrackingConfig, promote
+    from ucd.tracking.runs import TrackingConfig, promote
 
     cfg = TrackingConfig(uri=args.tracking_uri or "")
     version = promote(cfg, args.name, args.version, args.alias, args.from_alias)
@@ -119,9 +121,17 @@ def _promote(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a student (optionally distilled) with Ray Train")
-    p.add_argument("--config", help="YAML TrainConfig, e.g. configs/train/ml-100k-sasrec-distill.yaml")
+    p.add_argument(
+        "--config",
+        action="append",
+        help="a shipped model config by name (ml-100k-sasrec, beauty-bert4rec, ...) or a YAML path; "
+        "repeatable, later files override earlier ones (e.g. --config beauty-sasrec-paper --config gpu-cluster)",
+    )
     p.add_argument("--data", help="prepared dataset folder (overrides `data:`)")
-    p.add_argument("--profiles", help="profile_embeddings.parquet or its folder (overrides `profiles:`)")
+    p.add_argument(
+        "--profiles",
+        help="profile_embeddings.parquet or its folder: sets `profiles:` and switches distillation on",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. ray.num_workers=4")
     p.set_defaults(func=_train)
 

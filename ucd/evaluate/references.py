@@ -18,8 +18,8 @@ import pyarrow as pa
 import torch
 
 from ucd import schema
-from ucd.metrics import RankingEvaluator
-from ucd.seqdata import SequenceData, SplitRows, seen_items
+from ucd.data.tensors import SequenceData, SplitRows, seen_items
+from ucd.evaluate.metrics import RankingEvaluator
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]{2,}")
 _STOP = {"the", "and", "for", "with", "oz", "fl", "pack", "of", "ounce", "ounces", "count", "set", "new"}

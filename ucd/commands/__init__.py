@@ -1,1 +1,0 @@
-"""CLI sub-commands: each module exposes ``register(subparsers)``; cli.py lists them."""

@@ -1,0 +1,1 @@
+"""Offline evaluation: full-ranking metrics, reference recommenders, comparisons across runs."""

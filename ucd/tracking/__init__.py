@@ -1,0 +1,1 @@
+"""MLflow: runs, the student as a pyfunc, the model registry."""

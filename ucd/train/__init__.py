@@ -1,0 +1,1 @@
+"""Training without Ray: configs, the epoch loop, checkpoints, the model folder, the run key."""
