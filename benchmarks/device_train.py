@@ -7,7 +7,7 @@ where Ray cannot be installed (only torch's own stack is there); on a cluster th
 ``train_epoch``/``evaluate`` run inside Ray Train workers (``ucd.pipelines.train_job``).
 
     python benchmarks/device_train.py --data <prepared dataset> \
-        --config configs/train/ml-100k-sasrec-distill.yaml [--profiles P] \
+        --config ml-100k-sasrec [--profiles P] \
         [--devices cuda cpu] [--epochs 5] [--set model.hidden=128 ...] [--json F]
 
 Without ``--profiles`` the distilled run uses random unit vectors (speed and device checks
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ucd.config import build_config
+from ucd.config import build_config, find_config
 from ucd.data.tensors import ProfileTable, SequenceData
 from ucd.evaluate.offline import evaluate_most_popular
 from ucd.train.config import TrainConfig
@@ -98,7 +98,7 @@ def run(cfg: TrainConfig, data: SequenceData, profiles: ProfileTable | None, dev
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True, help="prepared dataset folder (`ucd prepare`)")
-    ap.add_argument("--config", default="configs/train/ml-100k-sasrec-distill.yaml")
+    ap.add_argument("--config", default="ml-100k-sasrec", help="shipped model config name or YAML path")
     ap.add_argument("--profiles", help="profile_embeddings.parquet; default: random unit vectors")
     ap.add_argument("--devices", nargs="+", default=["cuda", "cpu"])
     ap.add_argument("--epochs", type=int, default=5)
@@ -109,7 +109,11 @@ def main() -> None:
     data = SequenceData.load(args.data)
     common = [f"data={args.data}", f"epochs={args.epochs}", f"model.n_items={data.n_items}"]
     base, distilled = (
-        build_config(TrainConfig, args.config, [*common, f"distill.enabled={on}", *args.overrides])
+        build_config(
+            TrainConfig,
+            find_config("train", args.config),
+            [*common, f"distill.enabled={on}", *args.overrides],
+        )
         for on in ("false", "true")
     )
     profiles = (

@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ucd.config import default_data_dir, load_yaml  # noqa: E402
+from ucd.config import default_data_dir, find_config, load_yaml  # noqa: E402
 from ucd.serving import Recommender  # noqa: E402
 
 PROFILE_JSON = ROOT / "benchmarks/results/profile_throughput.json"
@@ -47,7 +47,7 @@ def untrained_model(data: Path, out: Path) -> Path:
     from ucd.models import StudentConfig, build_student
     from ucd.train.model_dir import save_student
 
-    shape = load_yaml(ROOT / "configs/train/ml-100k-sasrec.yaml")["model"]
+    shape = load_yaml(find_config("train", "ml-100k-sasrec"))["model"]
     seq = SequenceData.load(data)
     cfg = StudentConfig(**shape, n_items=seq.n_items)
     torch.manual_seed(0)
@@ -180,9 +180,8 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from ucd.cli.serve_cli import serve_app_module
+    from ucd.pipelines import serve_app
 
-    serve_app = serve_app_module()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -191,7 +190,6 @@ def main() -> None:
         object_store_memory=150 * 1024**2,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
     )
     levels = []
     try:

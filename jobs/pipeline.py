@@ -1,5 +1,6 @@
-"""Entry point for `ray job submit -- python jobs/pipeline.py [--out DIR] [--set k=v ...]`:
-the quickstart pipeline (prepare, profiles, baseline and distilled training, comparison)."""
+"""Entry point for `ray job submit -- python jobs/pipeline.py [--full] [--out DIR] [--set k=v ...]`:
+the quickstart pipeline (prepare, profiles, baseline and distilled training, comparison), on a
+seeded share of the users unless --full."""
 
 import sys
 from pathlib import Path

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: creates .venv, installs everything, then runs a target.
 #   bash scripts/run.sh setup        install only
-#   bash scripts/run.sh test         install, then the whole test suite
+#   bash scripts/run.sh test         install, then the whole test suite (what CI runs)
+#   bash scripts/run.sh test --fast  install, then the unit tests only (tests/unit, a few minutes)
 #   bash scripts/run.sh quickstart   install, then the end-to-end job on the embedded default
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,9 +35,13 @@ case "$target" in
   setup) setup ;;
   test)
     setup
+    if [[ "${1:-}" == "--fast" ]]; then
+      shift
+      exec "$VENV/bin/python" -m pytest -q tests/unit "$@"
+    fi
     exec "$VENV/bin/python" -m pytest -q "$@" ;;
   quickstart)
     setup
     exec "$VENV/bin/ucd" quickstart "$@" ;;
-  *) echo "unknown target '$target' (setup | test | quickstart)" >&2; exit 2 ;;
+  *) echo "unknown target '$target' (setup | test [--fast] | quickstart [--full])" >&2; exit 2 ;;
 esac

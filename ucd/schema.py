@@ -1,4 +1,4 @@
-"""The Parquet contracts (DESIGN.md §3), in one place.
+"""The Parquet contracts, in one place (docs/data.md lists them).
 
 Every table written by ucd goes through :func:`write_table`, which casts to the contract's
 schema and stamps the Parquet metadata with the dataset name and a fingerprint of the

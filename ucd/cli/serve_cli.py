@@ -1,60 +1,20 @@
-"""``ucd serve``: start the Ray Serve application, reload its model, show its status, stop it."""
+"""``ucd serve``: start the Ray Serve application, reload its model, show its status, stop it.
+
+Only argument parsing and printing here; the Ray side is :mod:`ucd.pipelines.serve_control`,
+imported when a sub-command runs so that ``ucd --help`` stays quick.
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
 import json
-import os
-import signal
 import sys
-import threading
-from pathlib import Path
-from types import ModuleType
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def serve_app_module() -> ModuleType:
-    """``serve/app.py`` of this repository, importable from any working directory."""
-    try:
-        mod = importlib.import_module("serve.app")
-    except ModuleNotFoundError:
-        mod = None
-    if mod is None or not hasattr(mod, "build_app"):
-        if not (ROOT / "serve" / "app.py").exists():
-            from ucd.errors import ConfigError
-
-            raise ConfigError(f"serve/app.py not found under {ROOT}: run ucd from its repository checkout")
-        sys.path.insert(0, str(ROOT))
-        sys.modules.pop("serve", None)
-        mod = importlib.import_module("serve.app")
-    return mod
-
-
-def connect(address: str | None, num_cpus: int | None = None, dashboard: bool = False) -> bool:
-    """Join a Ray cluster, or start a local one when ``address`` is None; True if started here.
-
-    Replicas import ``serve.app`` by name, so the package travels with the job (py_modules):
-    this also works on a remote cluster that only has ucd installed.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    runtime_env = {"py_modules": [str(ROOT / "serve")]}
-    if address:
-        ray.init(address=address, runtime_env=runtime_env)
-        return False
-    ray.init(num_cpus=num_cpus, include_dashboard=dashboard, runtime_env=runtime_env)
-    return True
 
 
 def load_serve_config(args: argparse.Namespace):
     """--config file <- --set overrides <- the explicit flags (kept as given, not parsed as YAML)."""
     from ucd.config import apply_overrides, build_config, load_yaml
-    from ucd.serving import ServeConfig
+    from ucd.serving.settings import ServeConfig
 
     data = load_yaml(args.config) if args.config else {}
     data = apply_overrides(data, args.set)
@@ -67,73 +27,45 @@ def load_serve_config(args: argparse.Namespace):
 
 def _start(args: argparse.Namespace) -> int:
     cfg = load_serve_config(args)
-    serve_app = serve_app_module()
-    started = connect(args.address or os.environ.get("RAY_ADDRESS"), args.num_cpus, args.dashboard)
-    from ray import serve
+    from ucd.pipelines import serve_control
 
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    handle = serve_app.deploy(cfg)
-    info = handle.describe.remote().result()
-    prefix = cfg.route_prefix.rstrip("/")
-    url = f"http://{cfg.host}:{cfg.port}{prefix}"
-    print(
-        json.dumps(
-            {"app": cfg.name, "url": f"{url}/recommend", "docs": f"{url}/docs", "model": info["model"]},
-            indent=2,
-        ),
-        flush=True,
-    )
+    summary, started = serve_control.start(cfg, args.address, args.num_cpus, args.dashboard)
+    print(json.dumps(summary, indent=2), flush=True)
     if not (started or args.block):
         return 0  # the application lives on in the cluster
     print("serving; Ctrl-C stops", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with contextlib.suppress(KeyboardInterrupt):
-        stop.wait()
-    serve.shutdown()
+    serve_control.serve_until_signalled()
     return 0
 
 
+def _model_label(m: dict) -> str:
+    return f"{m.get('resolved_uri')} (version {m.get('version')})"
+
+
 def _reload(args: argparse.Namespace) -> int:
-    serve_app = serve_app_module()
-    connect(args.address or os.environ.get("RAY_ADDRESS") or "auto")
-    res = serve_app.reload(args.name, args.model, args.data)
+    from ucd.pipelines import serve_control
+
+    res = serve_control.reload(args.name, args.model, args.data, args.address)
     before, after = res["before"] or {}, res["after"] or {}
     print(json.dumps(res, indent=2))
-
-    def label(m: dict) -> str:
-        return f"{m.get('resolved_uri')} (version {m.get('version')})"
-
     if before.get("resolved_uri") == after.get("resolved_uri") and args.model is None:
-        print(f"still serving {label(after)}: the URI resolves to the same model", file=sys.stderr)
+        print(f"still serving {_model_label(after)}: the URI resolves to the same model", file=sys.stderr)
     else:
-        print(f"now serving {label(after)}, was {label(before)}", file=sys.stderr)
+        print(f"now serving {_model_label(after)}, was {_model_label(before)}", file=sys.stderr)
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    connect(args.address or os.environ.get("RAY_ADDRESS") or "auto")
-    from ray import serve
+    from ucd.pipelines import serve_control
 
-    st = serve.status()
-    app = st.applications.get(args.name)
-    if app is None:
-        from ucd.errors import UcdError
-
-        raise UcdError(f"no Serve application named {args.name!r} (running: {sorted(st.applications)})")
-    out = {"app": args.name, "status": getattr(app.status, "value", str(app.status))}
-    handle = serve.get_app_handle(args.name)
-    out.update(handle.describe.remote().result())
-    out["stats"] = handle.get_stats.remote().result()
-    print(json.dumps(out, indent=2, default=str))
+    print(json.dumps(serve_control.status(args.name, args.address), indent=2, default=str))
     return 0
 
 
 def _stop(args: argparse.Namespace) -> int:
-    connect(args.address or os.environ.get("RAY_ADDRESS") or "auto")
-    from ray import serve
+    from ucd.pipelines import serve_control
 
-    serve.delete(args.name)
+    serve_control.stop(args.name, args.address)
     print(f"deleted Serve application {args.name!r}")
     return 0
 
@@ -145,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = ssub.add_parser("start", help="deploy the application (starts a local Ray unless --address)")
     q.add_argument("--model", help="model folder or MLflow URI, e.g. models:/ucd-student@production")
     q.add_argument("--data", help="prepared dataset folder: enables requests by user_id")
-    q.add_argument("--config", help="YAML ServeConfig (see ucd/serving.py)")
+    q.add_argument("--config", help="YAML ServeConfig (settings: docs/serving.md)")
     q.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. max_batch_size=64")
     q.add_argument("--name", help="Serve application name (default ucd)")
     q.add_argument("--host", help="HTTP host (default 127.0.0.1)")

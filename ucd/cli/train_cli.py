@@ -38,6 +38,7 @@ def _train(args: argparse.Namespace) -> int:
                 "model_dir": str(res.model_dir),
                 "model_version": res.model_version,
                 "best_epoch": res.best_epoch,
+                "record_key": res.keys.record,
                 **res.test,
             },
             indent=2,

@@ -54,18 +54,20 @@ def _id_map(keys: pl.Series, name: str) -> pl.DataFrame:
     return pl.DataFrame({name: uniq, f"{name}_id": pl.int_range(1, len(uniq) + 1, eager=True).cast(pl.Int32)})
 
 
-def preprocess(raw: RawData, cfg: PreprocessConfig) -> Canonical:
-    inter = raw.interactions
+def _raw_counts(inter: pl.DataFrame) -> dict:
     if inter.height == 0:
         raise DataError("no interactions in the input")
-    report: dict = {
+    return {
         "raw_interactions": inter.height,
         "raw_users": inter["user"].n_unique(),
         "raw_items": inter["item"].n_unique(),
     }
-    # File order is the tie-break for equal timestamps, so remember it before any reordering.
-    inter = inter.with_row_index("_row").sort(["user", "timestamp", "_row"])
 
+
+def _filter_rows(
+    inter: pl.DataFrame, items_meta: pl.DataFrame, cfg: PreprocessConfig, report: dict
+) -> pl.DataFrame:
+    """Rating threshold, dedup and items without text; counts go to ``report``."""
     if cfg.rating_threshold is not None:
         if inter["rating"].null_count() == inter.height:
             raise DataError("rating_threshold is set but the dataset has no ratings")
@@ -78,11 +80,14 @@ def preprocess(raw: RawData, cfg: PreprocessConfig) -> Canonical:
         inter = inter.unique(subset=["user", "item"], keep=cfg.dedup, maintain_order=True)
     report["after_dedup"] = inter.height
 
-    items_meta = raw.items
     if cfg.drop_items_without_text:
         with_text = items_meta.filter(pl.col("text").str.len_chars() > 0)["item"]
         inter = inter.filter(pl.col("item").is_in(with_text.implode()))
+    return inter
 
+
+def _kcore_nonempty(inter: pl.DataFrame, cfg: PreprocessConfig, report: dict) -> pl.DataFrame:
+    """The k-core; an error naming the thresholds when nothing is left."""
     inter, rounds = kcore(inter, cfg.min_user_interactions, cfg.min_item_interactions, cfg.max_kcore_rounds)
     report["kcore_rounds"] = rounds
     report["after_kcore"] = inter.height
@@ -91,17 +96,11 @@ def preprocess(raw: RawData, cfg: PreprocessConfig) -> Canonical:
             f"no interactions left after filtering (min_user_interactions={cfg.min_user_interactions}, "
             f"min_item_interactions={cfg.min_item_interactions}, rating_threshold={cfg.rating_threshold})"
         )
+    return inter
 
-    users = _id_map(inter["user"], "user")
-    items = _id_map(inter["item"], "item")
-    inter = (
-        inter.join(users, on="user", how="left", maintain_order="left")
-        .join(items, on="item", how="left", maintain_order="left")
-        .sort(["user_id", "timestamp", "_row"])
-        .select("user_id", "item_id", "timestamp", "rating")
-    )
 
-    meta = items_meta
+def _item_table(items: pl.DataFrame, meta: pl.DataFrame, report: dict) -> pl.DataFrame:
+    """Kept items with their metadata: item_id, source_id, title, text, then any extra fields."""
     if meta.height and meta["item"].dtype != items["item"].dtype:
         meta = meta.with_columns(pl.col("item").cast(items["item"].dtype, strict=False))
     items_full = items.join(meta, on="item", how="left", maintain_order="left")
@@ -113,6 +112,25 @@ def preprocess(raw: RawData, cfg: PreprocessConfig) -> Canonical:
         pl.col("text").fill_null("") if "text" in items_full.columns else pl.lit("").alias("text"),
     ).drop("item")
     extras = [c for c in items_full.columns if c not in ("item_id", "source_id", "title", "text")]
-    items_full = items_full.select("item_id", "source_id", "title", "text", *extras).sort("item_id")
+    return items_full.select("item_id", "source_id", "title", "text", *extras).sort("item_id")
+
+
+def preprocess(raw: RawData, cfg: PreprocessConfig) -> Canonical:
+    inter = raw.interactions
+    report = _raw_counts(inter)
+    # File order is the tie-break for equal timestamps, so remember it before any reordering.
+    inter = inter.with_row_index("_row").sort(["user", "timestamp", "_row"])
+    inter = _filter_rows(inter, raw.items, cfg, report)
+    inter = _kcore_nonempty(inter, cfg, report)
+
+    users = _id_map(inter["user"], "user")
+    items = _id_map(inter["item"], "item")
+    inter = (
+        inter.join(users, on="user", how="left", maintain_order="left")
+        .join(items, on="item", how="left", maintain_order="left")
+        .sort(["user_id", "timestamp", "_row"])
+        .select("user_id", "item_id", "timestamp", "rating")
+    )
+    items_full = _item_table(items, raw.items, report)
     users = users.select("user_id", pl.col("user").cast(pl.Utf8).alias("source_id"))
     return Canonical(inter, items_full, users, report)

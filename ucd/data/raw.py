@@ -82,6 +82,55 @@ def _locate_bad_line(
     return f"{path}: could not parse (no single bad line found)"
 
 
+def _utf8_source(path: Path, sep: str, encoding: str) -> tuple[Path | io.BytesIO, str]:
+    """(what the columnar reader can read, its one-character separator); see read_delimited."""
+    if len(sep) <= 1 and encoding.lower().replace("-", "") in ("utf8",) and path.suffix != ".gz":
+        return path, sep
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    text = data.decode(encoding)
+    eff_sep = sep
+    if len(sep) > 1:
+        eff_sep = "\x1f"
+        text = text.replace(sep, eff_sep)
+    return io.BytesIO(text.encode("utf-8")), eff_sep
+
+
+def _named_columns(df: pl.DataFrame, names: list[str], path: Path) -> pl.DataFrame:
+    """The columns ``names`` of a headed file, in that order."""
+    missing = [n for n in names if n not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; header has {df.columns}")
+    return df.select(names)
+
+
+def _typed(df: pl.DataFrame, names: list[str], dtypes: dict[str, pl.DataType]) -> pl.DataFrame:
+    """String columns cast to their types; a value that does not parse becomes null."""
+    casts = []
+    for name in names:
+        dt = dtypes.get(name, pl.Utf8)
+        casts.append(
+            pl.col(name).str.strip_chars().cast(dt, strict=False).alias(name)
+            if dt != pl.Utf8
+            else pl.col(name)
+        )
+    return df.select(casts)
+
+
+def _has_unparsed(
+    df: pl.DataFrame, out: pl.DataFrame, names: list[str], dtypes: dict[str, pl.DataType]
+) -> bool:
+    """Whether a typed column holds a null: a value that failed to parse, or an empty field."""
+    for name in names:
+        if dtypes.get(name, pl.Utf8) == pl.Utf8:
+            continue
+        n_bad = (out[name].is_null() & df[name].is_not_null()).sum() + df[name].is_null().sum()
+        if n_bad:
+            return True
+    return False
+
+
 def read_delimited(
     path: Path,
     names: list[str],
@@ -96,17 +145,7 @@ def read_delimited(
     memory first, since the columnar reader handles neither.
     """
     require_file(path, "delimited data")
-    source: Path | io.BytesIO = path
-    eff_sep = sep
-    if len(sep) > 1 or encoding.lower().replace("-", "") not in ("utf8",) or path.suffix == ".gz":
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as f:
-            data = f.read()
-        text = data.decode(encoding)
-        if len(sep) > 1:
-            eff_sep = "\x1f"
-            text = text.replace(sep, eff_sep)
-        source = io.BytesIO(text.encode("utf-8"))
+    source, eff_sep = _utf8_source(path, sep, encoding)
     try:
         df = pl.read_csv(
             source,
@@ -119,30 +158,11 @@ def read_delimited(
     except (pl.exceptions.ComputeError, pl.exceptions.ShapeError) as e:
         raise DataError(_locate_bad_line(path, sep, names, dtypes, header, encoding)) from e
     if header:
-        missing = [n for n in names if n not in df.columns]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {missing}; header has {df.columns}")
-        df = df.select(names)
+        df = _named_columns(df, names, path)
     elif df.width != len(names):
         raise DataError(_locate_bad_line(path, sep, names, dtypes, header, encoding))
-    casts = []
-    for name in names:
-        dt = dtypes.get(name, pl.Utf8)
-        casts.append(
-            pl.col(name).str.strip_chars().cast(dt, strict=False).alias(name)
-            if dt != pl.Utf8
-            else pl.col(name)
-        )
-    out = df.select(casts)
-    bad = None
-    for name in names:
-        if dtypes.get(name, pl.Utf8) == pl.Utf8:
-            continue
-        n_bad = (out[name].is_null() & df[name].is_not_null()).sum() + df[name].is_null().sum()
-        if n_bad:
-            bad = name
-            break
-    if bad is not None:
+    out = _typed(df, names, dtypes)
+    if _has_unparsed(df, out, names, dtypes):
         raise DataError(_locate_bad_line(path, sep, names, dtypes, header, encoding))
     return out
 

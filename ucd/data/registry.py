@@ -37,7 +37,7 @@ NAMED: dict[str, dict] = {
     "ml-20m": {"format": "ml-csv", "path": "ml-20m", "domain": "movies", "source_url": _GROUPLENS + "ml-20m.zip"},
     "ml-25m": {"format": "ml-csv", "path": "ml-25m", "domain": "movies", "source_url": _GROUPLENS + "ml-25m.zip"},
     "ml-32m": {"format": "ml-csv", "path": "ml-32m", "domain": "movies", "source_url": _GROUPLENS + "ml-32m.zip"},
-    # Amazon Beauty 5-core (2014) in the simple TSV layout of ../shared/data/beauty: an order
+    # Amazon Beauty 5-core (2014) in a simple TSV layout (interactions.tsv, items.tsv): an order
     # column instead of timestamps, titles only.
     "beauty": {
         "format": "tabular",

@@ -1,4 +1,4 @@
-"""The two evaluation protocols of DESIGN.md §4, as ``sequences`` rows.
+"""The two evaluation protocols (docs/design.md, "Evaluation"), as ``sequences`` rows.
 
 - ``loo``: per user, the last item is the test target, the one before the validation target;
   the train row holds everything before the validation target.

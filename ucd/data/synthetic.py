@@ -9,6 +9,8 @@ is vectorised with numpy, so tens of millions of rows take seconds.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 
@@ -33,29 +35,42 @@ class SyntheticConfig(Strict):
     seed: int = 0
 
 
-def generate(cfg: SyntheticConfig) -> RawData:
-    rng = np.random.default_rng(cfg.seed)
-    n_u, n_i, n_g = cfg.n_users, cfg.n_items, cfg.n_genres
-    fav_k = min(cfg.favourite_genres, n_g)
+@dataclass
+class _Catalogue:
+    """Items grouped by genre: ``order`` lists item indices genre by genre."""
 
-    item_genre = rng.integers(0, n_g, size=n_i)
+    item_genre: np.ndarray
+    order: np.ndarray
+    size: np.ndarray  # items per genre, an empty genre borrowing genre 0's
+    offset: np.ndarray  # where each genre starts in ``order``, likewise
+
+
+def _catalogue(rng: np.random.Generator, n_items: int, n_genres: int) -> _Catalogue:
+    item_genre = rng.integers(0, n_genres, size=n_items)
     order = np.argsort(item_genre, kind="stable")
-    size = np.bincount(item_genre, minlength=n_g)
+    size = np.bincount(item_genre, minlength=n_genres)
     offset = np.concatenate([[0], np.cumsum(size)[:-1]])
     # An empty genre can never be drawn: give its draws to genre 0's items instead.
     size_safe = np.where(size > 0, size, size[size > 0][0])
     offset_safe = np.where(size > 0, offset, offset[size > 0][0])
+    return _Catalogue(item_genre, order, size_safe, offset_safe)
 
-    lengths = 5 + rng.geometric(1.0 / max(cfg.mean_length - 4.0, 1.0), size=n_u)
+
+def _sequence_lengths(rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:
+    lengths = 5 + rng.geometric(1.0 / max(cfg.mean_length - 4.0, 1.0), size=cfg.n_users)
     if cfg.n_interactions is not None:
         lengths = np.maximum(5, np.floor(lengths * cfg.n_interactions / lengths.sum())).astype(np.int64)
-    n = int(lengths.sum())
-    user = np.repeat(np.arange(n_u, dtype=np.int64), lengths)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    pos = np.arange(n, dtype=np.int64) - np.repeat(starts, lengths)
+    return lengths
 
-    favs = np.argsort(rng.random((n_u, n_g)), axis=1)[:, :fav_k]
-    weights = rng.dirichlet(np.ones(fav_k), size=n_u)
+
+def _genre_walk(
+    rng: np.random.Generator, cfg: SyntheticConfig, user: np.ndarray, pos: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(genre of every interaction, each user's favourite genres, best first)."""
+    n = len(user)
+    fav_k = min(cfg.favourite_genres, cfg.n_genres)
+    favs = np.argsort(rng.random((cfg.n_users, cfg.n_genres)), axis=1)[:, :fav_k]
+    weights = rng.dirichlet(np.ones(fav_k), size=cfg.n_users)
     cum = np.cumsum(weights, axis=1)
     u = rng.random(n)
     pick = np.zeros(n, dtype=np.int64)
@@ -64,29 +79,22 @@ def generate(cfg: SyntheticConfig) -> RawData:
     drawn = favs[user, pick]
     switch = (rng.random(n) >= cfg.stickiness) | (pos == 0)
     last_switch = np.maximum.accumulate(np.where(switch, np.arange(n), 0))
-    genre = drawn[last_switch]
+    return drawn[last_switch], favs
 
-    rank = np.floor(size_safe[genre] * rng.random(n) ** cfg.popularity_skew).astype(np.int64)
-    item = order[offset_safe[genre] + rank]
 
+def _timestamps(rng: np.random.Generator, n_users: int, user: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Each user starts somewhere in one year; gaps between interactions are about a day."""
     t0 = 1_600_000_000
-    start_t = rng.integers(t0, t0 + 365 * 86400, size=n_u)
-    gaps = np.cumsum(rng.exponential(86400.0, size=n)).astype(np.int64)
-    ts = start_t[user] + gaps - gaps[starts][user]
-    top = genre == favs[user, 0]
-    rating = np.clip(np.rint(3.0 + 1.5 * top + rng.normal(0.0, 1.0, size=n)), 1, 5)
+    start_t = rng.integers(t0, t0 + 365 * 86400, size=n_users)
+    gaps = np.cumsum(rng.exponential(86400.0, size=len(user))).astype(np.int64)
+    return start_t[user] + gaps - gaps[starts][user]
 
-    inter = pl.DataFrame(
-        {
-            "user": user + 1,
-            "item": item.astype(np.int64) + 1,
-            "timestamp": ts,
-            "rating": rating.astype(np.float32),
-        }
-    )
+
+def _items_frame(item_genre: np.ndarray) -> pl.DataFrame:
+    n_i = len(item_genre)
     titles = [f"{_ADJ[i % len(_ADJ)]} {_NOUN[(i // len(_ADJ)) % len(_NOUN)]} {i + 1}" for i in range(n_i)]
     genres = [[f"genre-{g}"] for g in item_genre.tolist()]
-    items = pl.DataFrame(
+    return pl.DataFrame(
         {
             "item": np.arange(1, n_i + 1, dtype=np.int64),
             "title": titles,
@@ -95,4 +103,30 @@ def generate(cfg: SyntheticConfig) -> RawData:
         },
         schema={"item": pl.Int64, "title": pl.Utf8, "text": pl.Utf8, "genres": pl.List(pl.Utf8)},
     )
-    return RawData(inter, items, has_timestamps=True, inputs=[])
+
+
+def generate(cfg: SyntheticConfig) -> RawData:
+    # The draws happen in a fixed order, so a seed always gives the same data.
+    rng = np.random.default_rng(cfg.seed)
+    cat = _catalogue(rng, cfg.n_items, cfg.n_genres)
+    lengths = _sequence_lengths(rng, cfg)
+    n = int(lengths.sum())
+    user = np.repeat(np.arange(cfg.n_users, dtype=np.int64), lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    pos = np.arange(n, dtype=np.int64) - np.repeat(starts, lengths)
+    genre, favs = _genre_walk(rng, cfg, user, pos)
+    # Within a genre, low ranks (the popular items) are the likelier ones.
+    rank = np.floor(cat.size[genre] * rng.random(n) ** cfg.popularity_skew).astype(np.int64)
+    item = cat.order[cat.offset[genre] + rank]
+    ts = _timestamps(rng, cfg.n_users, user, starts)
+    top = genre == favs[user, 0]
+    rating = np.clip(np.rint(3.0 + 1.5 * top + rng.normal(0.0, 1.0, size=n)), 1, 5)
+    inter = pl.DataFrame(
+        {
+            "user": user + 1,
+            "item": item.astype(np.int64) + 1,
+            "timestamp": ts,
+            "rating": rating.astype(np.float32),
+        }
+    )
+    return RawData(inter, _items_frame(cat.item_genre), has_timestamps=True, inputs=[])

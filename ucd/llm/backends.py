@@ -4,8 +4,8 @@ All of them take request rows (ucd.profiles.requests.REQUEST_SCHEMA) and give re
 (``RESULT_SCHEMA``): the answer text, its token count, and ``finish`` = "length" when the
 answer ran into max_tokens (that is what the truncation check needs).
 
-- vllm: ray.data.llm's vLLM processor; this module only supplies its config and the
-  pre/post-processing of rows.
+- vllm: ray.data.llm's vLLM engine; this module only supplies its config and the
+  pre/post-processing of rows (the engine itself is hosted by ucd/pipelines/profile_job).
 - hf: transformers ``generate`` (CPU or GPU) for models vLLM cannot run.
 - openai: any OpenAI-compatible ``/chat/completions`` endpoint, with retries and pacing.
 """
@@ -141,15 +141,26 @@ class VLLMPost:
         return out
 
 
+_ENGINE_ERROR = "__inference_error__"  # set by ray.data.llm's engine UDF on a row that failed
+
+
+def vllm_results(rows: list[dict[str, Any]], post: VLLMPost) -> pa.Table:
+    """Result rows from the vLLM engine UDF's output rows: answers through ``post``; rows that
+    failed inside the engine keep their request columns and carry the error."""
+    out = []
+    for r in rows:
+        err = r.get(_ENGINE_ERROR) or ""
+        out.append({**(post(r) if not err else {k: r.get(k) for k in _PASSTHROUGH}), _ENGINE_ERROR: err})
+    return normalize_results(
+        pa.Table.from_pylist(out, schema=RESULT_SCHEMA.append(pa.field(_ENGINE_ERROR, pa.string())))
+    )
+
+
 def normalize_results(batch: pa.Table) -> pa.Table:
     """Rows that failed inside ray.data.llm skip the postprocess and keep their own columns."""
     n = batch.num_rows
     cols = {}
-    err = (
-        batch.column("__inference_error__").to_pylist()
-        if "__inference_error__" in batch.column_names
-        else [""] * n
-    )
+    err = batch.column(_ENGINE_ERROR).to_pylist() if _ENGINE_ERROR in batch.column_names else [""] * n
     own_err = batch.column("error").to_pylist() if "error" in batch.column_names else [""] * n
     for f in RESULT_SCHEMA:
         if f.name == "error":

@@ -134,6 +134,83 @@ def _fit(render: ChatRenderer, make: Callable[[list[int]], str], idx: list[int],
     return idx
 
 
+@dataclass
+class _Lines:
+    """One user's history lines and what turns a selection of them into a prompt."""
+
+    lines: list[str]
+    facts: FactsFn
+    render: ChatRenderer
+    tpl: Templates
+    limit: int
+
+    def text(self, idx: list[int]) -> str:
+        return "\n".join(self.lines[i] for i in idx)
+
+    def fit(self, make: Callable[[list[int]], str], idx: list[int]) -> list[int]:
+        return _fit(self.render, make, idx, self.limit)
+
+    def single(self, user_id: int, idx: list[int]) -> Plan:
+        """One request: the newest of ``idx`` that fit, with their own facts."""
+        kept = self.fit(lambda ix: self.tpl.profile(self.text(ix), facts=self.facts(ix)), idx)
+        return Plan(user_id, "single", [self.text(kept)], len(kept), ["final"], [self.facts(kept)])
+
+
+def _prompt_limit(budget: Budget) -> int:
+    """Prompt tokens per request; an error when the answer leaves no room at all."""
+    limit = budget.prompt
+    if limit <= 0:
+        raise ValueError(
+            f"max_model_len {budget.max_model_len} leaves no room for a prompt next to "
+            f"max_tokens {budget.max_tokens}"
+        )
+    return limit
+
+
+def _chunk_layout(render: ChatRenderer, tpl: Templates, budget: Budget, all_facts: str) -> tuple[int, int]:
+    """(prompt tokens each chunk request spends besides its lines, most chunks allowed)."""
+    if budget.mode == "aggregate":
+        chunk_overhead = render.count(tpl.profile("", 99, 99, all_facts))
+        # The merge prompt must hold every partial profile (each up to max_tokens).
+        merge_room = budget.prompt - render.count(tpl.aggregate([""] * budget.max_chunks))
+        return chunk_overhead, max(1, min(budget.max_chunks, merge_room // budget.max_tokens))
+    # update: each later prompt carries the running profile (up to max_tokens)
+    return render.count(tpl.update("", "", all_facts)) + budget.max_tokens, budget.max_chunks
+
+
+def _chunk_capacity(render: ChatRenderer, tpl: Templates, budget: Budget, all_facts: str) -> tuple[int, int]:
+    """(line tokens one chunk may hold, most chunks allowed); an error when no line fits."""
+    chunk_overhead, n_max = _chunk_layout(render, tpl, budget, all_facts)
+    capacity = budget.prompt - chunk_overhead
+    if capacity <= 0:
+        raise ValueError(
+            f"max_model_len {budget.max_model_len} is too small for chunked prompts "
+            f"(overhead {chunk_overhead} tokens + answer {budget.max_tokens})"
+        )
+    return capacity, n_max
+
+
+def _chunked_plan(user_id: int, u: _Lines, chunks: list[list[int]], mode: str, max_tokens: int) -> Plan:
+    """Several requests: each chunk fitted to its own prompt, then merged or folded in turn."""
+    n = len(chunks)
+    placeholder = "x " * max_tokens  # a running profile as long as an answer can be
+    fitted = []
+    for i, ch in enumerate(chunks):
+        if mode == "aggregate" or i == 0:
+            make = lambda ix, i=i: u.tpl.profile(u.text(ix), i + 1, n, u.facts(ix))  # noqa: E731
+        else:
+            make = lambda ix: u.tpl.update(placeholder, u.text(ix), u.facts(ix))  # noqa: E731
+        fitted.append(u.fit(make, ch))
+    texts = [u.text(ch) for ch in fitted]
+    chunk_facts = [u.facts(ch) for ch in fitted]
+    n_hist = sum(len(ch) for ch in fitted)
+    if mode == "aggregate":
+        keys = [f"c{i}" for i in range(n)] + ["final"]
+        return Plan(user_id, "aggregate", texts, n_hist, keys, chunk_facts)
+    keys = [f"c{i}" for i in range(n - 1)] + ["final"]
+    return Plan(user_id, "update", texts, n_hist, keys, chunk_facts)
+
+
 def plan_user(
     user_id: int,
     lines: list[str],
@@ -144,64 +221,22 @@ def plan_user(
     list_last: int | None = None,
 ) -> Plan:
     """``list_last``: list only that many newest lines; the facts block covers them all."""
-    facts = facts or _no_facts
-    limit = budget.prompt
-    if limit <= 0:
-        raise ValueError(
-            f"max_model_len {budget.max_model_len} leaves no room for a prompt next to "
-            f"max_tokens {budget.max_tokens}"
-        )
-
-    def text(idx: list[int]) -> str:
-        return "\n".join(lines[i] for i in idx)
-
+    u = _Lines(lines, facts or _no_facts, render, tpl, _prompt_limit(budget))
     counts = render.line_counts(lines)
     every = list(range(len(lines)))
-    all_facts = facts(every)
+    all_facts = u.facts(every)
     overhead = render.count(tpl.profile("", facts=all_facts))
     if list_last is not None and len(lines) > list_last:
-        listed = _fit(render, lambda ix: tpl.profile(text(ix), facts=all_facts), every[-list_last:], limit)
-        return Plan(user_id, "single", [text(listed)], len(lines), ["final"], [all_facts])
-    if overhead + sum(counts) <= limit or budget.mode == "truncate":
-        (kept,) = _pack_newest(counts, limit - overhead, 1) or [[]]
-        kept = _fit(render, lambda ix: tpl.profile(text(ix), facts=facts(ix)), kept, limit)
-        return Plan(user_id, "single", [text(kept)], len(kept), ["final"], [facts(kept)])
-
-    if budget.mode == "aggregate":
-        chunk_overhead = render.count(tpl.profile("", 99, 99, all_facts))
-        # The merge prompt must hold every partial profile (each up to max_tokens).
-        merge_room = limit - render.count(tpl.aggregate([""] * budget.max_chunks))
-        n_max = max(1, min(budget.max_chunks, merge_room // budget.max_tokens))
-    else:  # update: each later prompt carries the running profile (up to max_tokens)
-        chunk_overhead = render.count(tpl.update("", "", all_facts)) + budget.max_tokens
-        n_max = budget.max_chunks
-    capacity = limit - chunk_overhead
-    if capacity <= 0:
-        raise ValueError(
-            f"max_model_len {budget.max_model_len} is too small for chunked prompts "
-            f"(overhead {chunk_overhead} tokens + answer {budget.max_tokens})"
-        )
+        listed = u.fit(lambda ix: tpl.profile(u.text(ix), facts=all_facts), every[-list_last:])
+        return Plan(user_id, "single", [u.text(listed)], len(lines), ["final"], [all_facts])
+    if overhead + sum(counts) <= u.limit or budget.mode == "truncate":
+        (kept,) = _pack_newest(counts, u.limit - overhead, 1) or [[]]
+        return u.single(user_id, kept)
+    capacity, n_max = _chunk_capacity(render, tpl, budget, all_facts)
     chunks = _pack_newest(counts, capacity, n_max)
-    n = len(chunks)
-    if n == 1:
-        kept = _fit(render, lambda ix: tpl.profile(text(ix), facts=facts(ix)), chunks[0], limit)
-        return Plan(user_id, "single", [text(kept)], len(kept), ["final"], [facts(kept)])
-    placeholder = "x " * budget.max_tokens  # a running profile as long as an answer can be
-    fitted = []
-    for i, ch in enumerate(chunks):
-        if budget.mode == "aggregate" or i == 0:
-            make = lambda ix, i=i: tpl.profile(text(ix), i + 1, n, facts(ix))  # noqa: E731
-        else:
-            make = lambda ix: tpl.update(placeholder, text(ix), facts(ix))  # noqa: E731
-        fitted.append(_fit(render, make, ch, limit))
-    texts = [text(ch) for ch in fitted]
-    chunk_facts = [facts(ch) for ch in fitted]
-    n_hist = sum(len(ch) for ch in fitted)
-    if budget.mode == "aggregate":
-        keys = [f"c{i}" for i in range(n)] + ["final"]
-        return Plan(user_id, "aggregate", texts, n_hist, keys, chunk_facts)
-    keys = [f"c{i}" for i in range(n - 1)] + ["final"]
-    return Plan(user_id, "update", texts, n_hist, keys, chunk_facts)
+    if len(chunks) == 1:
+        return u.single(user_id, chunks[0])
+    return _chunked_plan(user_id, u, chunks, budget.mode, budget.max_tokens)
 
 
 def request_text(

@@ -1,4 +1,4 @@
-"""Versioned prompt templates: {movies, products, generic} x {structured, long} (DESIGN.md §1).
+"""Versioned prompt templates: {movies, products, generic} x {structured, long} (docs/design.md, "Profiles").
 
 The version string is stored with every profile; change ``TEMPLATE_VERSION`` whenever the
 wording changes, so old profiles are recognisably different (the job's fingerprint also

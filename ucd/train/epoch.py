@@ -7,7 +7,6 @@ so the distributed job and the reference loop compute exactly the same thing.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -163,9 +162,3 @@ def evaluate(
         seen = seen_items(hist, exclude_seen)
         ev.update(scores, targets, seen)
     return ev
-
-
-def save_state(path: Path, **state) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)

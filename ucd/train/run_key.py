@@ -15,7 +15,11 @@ their key from the config they were trained with. Nothing is special-cased to ke
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ucd import schema
+from ucd.data.prepare import load_manifest
+from ucd.data.tensors import profiles_identity
 from ucd.train.config import TrainConfig
 
 RUN_KEY_VERSION = 2
@@ -30,6 +34,9 @@ def _settings(cfg: TrainConfig) -> dict:
     d = cfg.model_dump(mode="json")
     for k in _PLUMBING:
         d.pop(k)
+    # The catalogue size is read from the data when the run starts: the data fingerprint holds it,
+    # so a config keys the same before and after that.
+    d["model"].pop("n_items")
     if not cfg.distill.enabled:
         # Without distillation these settings are never read: a baseline is one run, whatever
         # distillation settings its config file happens to carry.
@@ -54,3 +61,27 @@ def resume_key(cfg: TrainConfig, data_fingerprint: str, profiles_id: str | None)
 def record_key(cfg: TrainConfig, data_fingerprint: str, profiles_id: str | None) -> str:
     """The run's identity with its length: the name of its finished-run record."""
     return _key(cfg, _settings(cfg), data_fingerprint, profiles_id)
+
+
+def profiles_id(cfg: TrainConfig) -> str | None:
+    """Identity of the profiles a distilled run learns from (None for a baseline): what the
+    folder holds now, which a resumed or another profile job changes under the same path."""
+    return profiles_identity(cfg.profiles) if cfg.distill.enabled and cfg.profiles else None
+
+
+@dataclass(frozen=True)
+class RunKeys:
+    """Both keys of a config, with the input identities they were computed from."""
+
+    resume: str
+    record: str
+    data_fingerprint: str
+    profiles_id: str | None
+    version: int = RUN_KEY_VERSION
+
+
+def run_keys(cfg: TrainConfig) -> RunKeys:
+    """Both keys of ``cfg``, its inputs identified from ``cfg.data``'s manifest and ``cfg.profiles``."""
+    data_fp = load_manifest(cfg.data)["fingerprint"]
+    pid = profiles_id(cfg)
+    return RunKeys(resume_key(cfg, data_fp, pid), record_key(cfg, data_fp, pid), data_fp, pid)
