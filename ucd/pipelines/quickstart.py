@@ -307,15 +307,13 @@ def run_quickstart(cfg: QuickstartConfig, data_dir: Path | None = None, log=prin
 
 
 def _serve_once(cfg: QuickstartConfig, prepared: Path, data, log) -> dict:
-    """Deploy the production model with Ray Serve, ask over HTTP once, and shut it down."""
-    import os
-
+    """Deploy the production model with Ray Serve, ask over HTTP once, and shut it down; Ray
+    Serve's own output goes to ``<out>/logs/serve.log``."""
     import ray
-    import requests
     from ray import serve
 
     from ucd.pipelines import serve_control
-    from ucd.serving.auth import TOKEN_ENV
+    from ucd.pipelines.console import job_console, route_worker_output
     from ucd.serving.settings import ServeConfig
 
     _banner(log, "6/6 serve it (Ray Serve) and ask for recommendations")
@@ -323,26 +321,42 @@ def _serve_once(cfg: QuickstartConfig, prepared: Path, data, log) -> dict:
     scfg = ServeConfig(
         model=model, data=str(prepared), tracking_uri=cfg.tracking.resolved_uri(), port=cfg.serve_port
     )
-    # Training's Ray instance lacks the serve package in its runtime env: start a fresh one.
-    ray.shutdown()
-    serve_control.connect(None)
-    try:
-        url = serve_control.start(scfg)[0]["url"]
-        user = int(data.test.user_ids[0])
-        token = os.environ.get(TOKEN_ENV)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        answer = requests.post(url, json={"user_id": user, "k": 10}, headers=headers, timeout=60)
-        answer.raise_for_status()
-        body = answer.json()
-        version = body["model"].get("version")
-        log(f'[quickstart] POST {url} {{"user_id": {user}, "k": 10}} -> model version {version}')
-        for it in body["items"]:
-            log(f"    {it['item_id']:5d}  {it['score']:7.3f}  {it['title']}")
-        log(f"[quickstart] serve it yourself: ucd serve start --model {model} --data {prepared}")
-        return body
-    finally:
-        serve.shutdown()
+    log_path = Path(cfg.out).resolve() / "logs" / "serve.log"
+    with job_console(log_path, log) as console:
+        console.log(f"[quickstart] Ray Serve output: {log_path}")
+        # Training's Ray instance lacks the serve package in its runtime env: start a fresh one.
         ray.shutdown()
+        serve_control.connect(None)
+        restore = route_worker_output(log_path)
+        console.quiet_libraries()  # Ray Serve sets its console handlers up when first used
+        try:
+            return _ask_once(serve_control.start(scfg)[0]["url"], data, model, prepared, console.log)
+        finally:
+            serve.shutdown()
+            restore()
+            ray.shutdown()
+
+
+def _ask_once(url: str, data, model: str, prepared: Path, log) -> dict:
+    """One ``POST /recommend`` for the first test user, its answer on the console."""
+    import os
+
+    import requests
+
+    from ucd.serving.auth import TOKEN_ENV
+
+    user = int(data.test.user_ids[0])
+    token = os.environ.get(TOKEN_ENV)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    answer = requests.post(url, json={"user_id": user, "k": 10}, headers=headers, timeout=60)
+    answer.raise_for_status()
+    body = answer.json()
+    version = body["model"].get("version")
+    log(f'[quickstart] POST {url} {{"user_id": {user}, "k": 10}} -> model version {version}')
+    for it in body["items"]:
+        log(f"    {it['item_id']:5d}  {it['score']:7.3f}  {it['title']}")
+    log(f"[quickstart] serve it yourself: ucd serve start --model {model} --data {prepared}")
+    return body
 
 
 def load_quickstart_config(path: str | None, overrides: list[str] | None) -> QuickstartConfig:

@@ -21,6 +21,7 @@ from ucd import schema
 from ucd.config import default_home
 from ucd.data.prepare import load_manifest
 from ucd.data.tensors import SequenceData
+from ucd.pipelines.console import job_console, route_worker_output
 from ucd.tracking import runs as tracking
 from ucd.train.checkpoints import load_checkpoint
 from ucd.train.config import TrainConfig
@@ -132,13 +133,50 @@ def _fit(run: _Run, run_id: str | None, fail_at_epoch: int | None, log) -> tuple
     return saved["state"], best
 
 
-def _log_history(history: list[dict], log) -> None:
-    for h in history:
-        log(
-            f"[train] epoch {h['epoch']:3d}  loss {h['train_loss']:.4f}  rec {h['train_rec_loss']:.4f}  "
-            f"distill {h['train_distill_loss']:.4f}  val ndcg@10 {h['val_ndcg@10']:.4f}  "
-            f"({h['train_seconds']:.1f}s)"
-        )
+def _log_outcome(progress: dict, log) -> None:
+    """One line for the whole fit; the epochs were shown live by rank 0 (train_worker)."""
+    h = progress["history"]
+    log(
+        f"[train] {len(h)} epochs run, best validation ndcg@10 {progress['best']:.4f} at epoch "
+        f"{progress['best_epoch'] + 1}"
+        + (f" (resumed at epochs {progress['restarts']})" if progress["restarts"] else "")
+    )
+
+
+def _connect_quietly(log_path: Path, console):
+    """Ray up (a caller's instance, else a local one) with worker output in the log file but
+    rank 0's ``[train]`` progress lines; returns the undo."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=True)
+    restore = route_worker_output(log_path, passthrough="[train]")
+    console.quiet_libraries()  # Ray Train sets its console handlers up when first imported
+    return restore
+
+
+def _train_and_log(run: _Run, fail_at_epoch: int | None, log) -> TrainResult:
+    params, tags = _tracking_fields(run)
+    with tracking.run(run.cfg.tracking, run.run_name, params=params, tags=tags) as active:
+        run_id = active.info.run_id if active is not None else None
+        progress, best = _fit(run, run_id, fail_at_epoch, log)
+        _log_outcome(progress, log)
+        out, test, per_user, users = _finalise(run, best, progress["best_epoch"], run_id, log)
+        version = None
+        if active is not None:
+            version = _log_results(run, out, progress, test, per_user, users, log)
+    return TrainResult(
+        run_name=run.run_name,
+        run_id=run_id,
+        model_dir=out,
+        best_epoch=progress["best_epoch"],
+        history=progress["history"],
+        test=test,
+        model_version=version,
+        restarts=progress["restarts"],
+        per_user=per_user,
+        keys=run.keys,
+    )
 
 
 def _finalise(run: _Run, best: dict, best_epoch: int, run_id: str | None, log):
@@ -199,29 +237,12 @@ def _log_results(run: _Run, out: Path, progress: dict, test: dict, per_user: dic
 
 
 def run_training(cfg: TrainConfig, log=print, fail_at_epoch: int | None = None) -> TrainResult:
-    import ray
-
     run = _resolve(cfg)
-    if not ray.is_initialized():
-        ray.init(log_to_driver=True)
-    params, tags = _tracking_fields(run)
-    with tracking.run(run.cfg.tracking, run.run_name, params=params, tags=tags) as active:
-        run_id = active.info.run_id if active is not None else None
-        progress, best = _fit(run, run_id, fail_at_epoch, log)
-        _log_history(progress["history"], log)
-        out, test, per_user, users = _finalise(run, best, progress["best_epoch"], run_id, log)
-        version = None
-        if active is not None:
-            version = _log_results(run, out, progress, test, per_user, users, log)
-    return TrainResult(
-        run_name=run.run_name,
-        run_id=run_id,
-        model_dir=out,
-        best_epoch=progress["best_epoch"],
-        history=progress["history"],
-        test=test,
-        model_version=version,
-        restarts=progress["restarts"],
-        per_user=per_user,
-        keys=run.keys,
-    )
+    log_path = default_home() / "logs" / f"{run.ray_name}.log"
+    with job_console(log_path, log) as console:
+        console.log(f"[train] Ray, Ray Train and MLflow output of this run: {log_path}")
+        restore = _connect_quietly(log_path, console)
+        try:
+            return _train_and_log(run, fail_at_epoch, console.log)
+        finally:
+            restore()

@@ -52,6 +52,8 @@ class _Worker:
     profiles: ProfileTable | None
     mlflow: Any = None  # rank 0's client of the driver's run, when there is one
     mlflow_run_id: str | None = None
+    started: float = 0.0  # when this process began its first epoch, for the ETA
+    epochs_here: int = 0  # epochs this process has run (a resumed run starts again at 0)
 
 
 def _setup(config: dict[str, Any]) -> _Worker:
@@ -177,8 +179,21 @@ def _epoch(w: _Worker, epoch: int, progress: dict, best_weights: dict | None) ->
     return metrics, best_weights
 
 
+def progress_line(metrics: dict, epochs: int, seconds_per_epoch: float) -> str:
+    """Rank 0's line for the console after an epoch. The ETA is the remaining epoch budget at
+    the pace so far: an upper bound, since early stopping may end the run sooner."""
+    left = (epochs - metrics["epoch"] - 1) * seconds_per_epoch
+    eta = "done" if metrics["stopped"] else f"ETA <= {int(left // 60)}m{int(left % 60):02d}s"
+    return (
+        f"[train] epoch {metrics['epoch'] + 1}/{epochs}  loss {metrics['train_loss']:.4f}  "
+        f"rec {metrics['train_rec_loss']:.4f}  distill {metrics['train_distill_loss']:.4f}  "
+        f"val ndcg@10 {metrics['val_ndcg@10']:.4f} (best {metrics['best_val_ndcg@10']:.4f} at "
+        f"epoch {metrics['best_epoch'] + 1})  {seconds_per_epoch:.1f}s/epoch  {eta}"
+    )
+
+
 def _report(w: _Worker, metrics: dict, progress: dict, best_weights: dict | None) -> None:
-    """Report the epoch to Ray Train: rank 0 with the checkpoint, and to MLflow."""
+    """Report the epoch to Ray Train: rank 0 with the checkpoint, and to MLflow and the console."""
     import ray.train
 
     if w.rank != 0:
@@ -187,6 +202,8 @@ def _report(w: _Worker, metrics: dict, progress: dict, best_weights: dict | None
     with tempfile.TemporaryDirectory() as d:
         save_checkpoint(Path(d), w.core, w.optimizer, progress, best_weights)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+    w.epochs_here += 1
+    print(progress_line(metrics, w.cfg.epochs, (time.perf_counter() - w.started) / w.epochs_here), flush=True)
     if w.mlflow is not None:
         from mlflow.entities import Metric
 
@@ -207,6 +224,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         return  # a rerun of an early-stopped run: the checkpoint already holds the result
     start = progress["epoch"] + 1
     fail_at = config.get("fail_at_epoch")
+    w.started = time.perf_counter()
     for epoch in range(start, w.cfg.epochs):
         metrics, best_weights = _epoch(w, epoch, progress, best_weights)
         _report(w, metrics, progress, best_weights)

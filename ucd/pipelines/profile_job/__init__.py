@@ -6,10 +6,9 @@
 - ray_stages.py: the other stages of a round (requests, checks, embeddings);
 - assemble.py: ``profiles.parquet`` and ``profile_embeddings.parquet`` from the shards;
 - report.py: summary.json, the profile sample, MLflow and the closing console lines;
-- console.py: the job's own lines on the console, Ray/vLLM output in ``<out>/logs/profile.log``.
 """
 
-from ucd.pipelines.profile_job.console import ensure_ray
+from ucd.pipelines.console import ensure_ray
 from ucd.pipelines.profile_job.job import run_profile_job
 from ucd.pipelines.profile_job.plan import run_fingerprint, select_users, share_rows
 from ucd.pipelines.profile_job.report import ProfileResult

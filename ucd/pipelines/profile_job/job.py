@@ -9,14 +9,14 @@ from typing import Any
 
 from ucd.errors import DataError
 from ucd.llm.prepare import model_name
-from ucd.pipelines.profile_job.assemble import assemble_profiles
-from ucd.pipelines.profile_job.console import (
+from ucd.pipelines.console import (
     JobConsole,
     absorb_actor_restart_warning,
     ensure_ray,
-    profile_console,
+    job_console,
     route_worker_output,
 )
+from ucd.pipelines.profile_job.assemble import assemble_profiles
 from ucd.pipelines.profile_job.plan import ProfilePlan, plan_profile_job, profile_params
 from ucd.pipelines.profile_job.report import (
     ProfileOutcome,
@@ -48,7 +48,7 @@ def run_profile_job(
     t_start = time.monotonic()
     plan = plan_profile_job(cfg, data, out, generator)
     log_path = plan.out / "logs" / "profile.log"
-    with profile_console(log_path, log) as console:
+    with job_console(log_path, log) as console:
         console.log(f"[profile] Ray, vLLM and worker output of this run: {log_path}")
         # Where the wall time goes (start-up costs apart from generation): summary.json "stages".
         stages: dict[str, Any] = {"setup_s": round(time.monotonic() - t_start, 2)}

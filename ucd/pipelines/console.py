@@ -1,9 +1,11 @@
-"""What the profile job prints: its own lines on the console, Ray/vLLM output in a log file.
+"""What a job prints: its own lines on the console, Ray/vLLM/MLflow output in a log file.
 
-Workers (the LLM engine, the embedder, Ray Data's actors) and the libraries in the driver
-(Ray, Ray Data, vLLM, MLflow) print start-up chatter, deprecation warnings and per-batch
-timings that a user cannot act on. While the job runs they go to ``<out>/logs/profile.log``
-with the job's own lines; the console keeps the job's lines and library errors.
+Workers (the LLM engine, the embedder, Ray Data's actors, Ray Train's workers and controller)
+and the libraries in the driver (Ray, Ray Data, vLLM, MLflow) print start-up chatter,
+deprecation warnings and per-batch or per-report lines that a user cannot act on. While a job
+runs they go to its log file (the profile job: ``<out>/logs/profile.log``; training:
+``$UCD_HOME/logs/<ray run name>.log``) with the job's own lines; the console keeps the job's
+lines (a worker's own progress lines among them) and library errors.
 """
 
 from __future__ import annotations
@@ -104,26 +106,36 @@ class JobConsole:
 
 
 @contextlib.contextmanager
-def profile_console(path: Path, log: Callable[[str], None]) -> Iterator[JobConsole]:
+def job_console(path: Path, log: Callable[[str], None]) -> Iterator[JobConsole]:
     """Library logs and Python warnings into ``path`` while the block runs; the yielded
     console's ``log`` writes the job's lines to both. Worker output follows once Ray is up:
     :func:`route_worker_output`."""
-    import ray.data  # noqa: F401  (sets up Ray's and Ray Data's console handlers, quieted below)
+    import mlflow  # noqa: F401  (these set up their console handlers on import: quieted below)
+    import ray.data  # noqa: F401
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", buffering=1, encoding="utf-8") as f:
         console = JobConsole(f, log)
         console.quiet_libraries()
         logging.captureWarnings(True)
+        # MLflow draws a progress bar on stderr for every artifact it copies: no logger to quiet.
+        bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
         try:
             yield console
         finally:
             logging.captureWarnings(False)
             console.restore()
+            if bar is None:
+                os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+            else:
+                os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
 
 
-def route_worker_output(path: Path) -> Callable[[], None]:
+def route_worker_output(path: Path, passthrough: str | None = None) -> Callable[[], None]:
     """Worker stdout/stderr (which Ray forwards to the driver) into ``path``; returns the undo.
+    Lines that start with ``passthrough`` (a job's own progress lines printed by a worker, such
+    as ``[train]``) reach the console too.
 
     Ray offers no public switch for this once it is connected (``log_to_driver`` is fixed at
     ``ray.init``, and a caller's Ray may have it on), so the forwarding handler is swapped.
@@ -144,7 +156,14 @@ def route_worker_output(path: Path) -> Callable[[], None]:
         who = data.get("actor_name") or data.get("task_name") or ""
         prefix = f"({who} pid={data.get('pid')}) "
         f.write("".join(prefix + line + "\n" for line in lines))
+        for line in lines:
+            # Ray Train hands a worker's stdout to the driver twice (its own capture and
+            # the plain stream): a progress line is shown once.
+            if passthrough and line.startswith(passthrough) and line != shown[-1]:
+                shown.append(line)
+                print(line, flush=True)
 
+    shown = [""]
     dispatcher.remove_handler("ray_print_logs")
     dispatcher.add_handler(_WORKER_HANDLER, to_file)
 
