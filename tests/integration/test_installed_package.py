@@ -40,11 +40,27 @@ def _fresh_venv(where: Path) -> Path:
     shutil.copytree(
         ROOT, build, ignore=shutil.ignore_patterns(".venv", ".git", "out", "experiments", "tests")
     )
+    # The wheel is built by the dev venv (its setuptools builds wheels) and installed as a user
+    # would install a release: a plain, not editable, install of the wheel file.
+    dist = where.parent / "dist"
     subprocess.run(
-        [py, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(build)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(dist),
+            str(build),
+        ],
         check=True,
         timeout=600,
     )
+    wheel = next(dist.glob("ucd-*.whl"))
+    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, timeout=600)
     shutil.rmtree(build)  # nothing of the sources is left to import from
     return where
 
